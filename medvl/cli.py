@@ -1,0 +1,138 @@
+"""The ``medvl`` command line: wiring only, the work happens in the library.
+
+Every command has ``--help``. Commands:
+
+    medvl info SCAN                  what a scan is (shape, spacing, orientation, modality, range)
+    medvl data validate MANIFEST     check a JSONL manifest, all errors at once
+    medvl tiny build                 build a tiny offline Qwen-VL model into the cache
+    medvl quickstart                 the end-to-end tour on bundled real scans
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from medvl.scans import ScanError
+    from medvl.scans.summary import scan_summary
+
+    try:
+        summary = scan_summary(args.scan, modality=args.modality)
+    except ScanError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    from medvl.data import validate_manifest
+
+    report = validate_manifest(args.manifest, check_files=not args.no_check_files)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _cmd_tiny_build(args: argparse.Namespace) -> int:
+    from medvl.model.tiny import build_tiny_model
+
+    path = build_tiny_model(
+        family=args.family, size=args.size, cache_dir=args.cache_dir, seed=args.seed,
+        force=args.force,
+    )
+    print(path)
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from medvl.quickstart import run_quickstart
+
+    run_quickstart(
+        family=args.family, size=args.size, n_frames=args.frames,
+        max_new_tokens=args.max_new_tokens, model_path=args.model,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``medvl`` command (exposed for tests and docs)."""
+    from medvl.model.tiny import FAMILIES, SIZES
+
+    parser = argparse.ArgumentParser(
+        prog="medvl", description="Medical vision-language models: scans, models, training."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser(
+        "info", help="describe a scan (no patient identifiers)",
+        description="Load a scan (DICOM file or series folder, NIfTI, PNG/JPG) and describe it: "
+        "shape, spacing, orientation, modality and value range. Patient identifiers are never read "
+        "into the output.",
+    )
+    info.add_argument("scan", help="a DICOM file, DICOM series folder, .nii/.nii.gz, .png or .jpg")
+    info.add_argument("--modality", help="override the modality (e.g. CT, MR, CR, OT)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(func=_cmd_info)
+
+    data = commands.add_parser("data", help="manifests and datasets").add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND"
+    )
+    validate = data.add_parser(
+        "validate", help="validate a JSONL manifest",
+        description="Check every record of a JSONL manifest of Samples and report all errors with "
+        "their line numbers, then counts per split, answer type and modality. Exit code 1 if any "
+        "record is invalid.",
+    )
+    validate.add_argument("manifest", help="path to a .jsonl manifest")
+    validate.add_argument(
+        "--no-check-files", action="store_true", help="do not check that image/mask files exist"
+    )
+    validate.set_defaults(func=_cmd_data_validate)
+
+    tiny = commands.add_parser("tiny", help="tiny offline models").add_subparsers(
+        dest="tiny_command", required=True, metavar="COMMAND"
+    )
+    build = tiny.add_parser(
+        "build", help="build a tiny random-init Qwen-VL model",
+        description="Build (offline, deterministic for a seed) a random-init Qwen-VL model with its "
+        "real processor and an offline-trained tokenizer, and print the folder it was saved to.",
+    )
+    build.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
+    build.add_argument("--size", choices=SIZES, default="tiny")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--cache-dir", help="cache root (default: $MEDVL_CACHE or ~/.cache/medvl)")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.set_defaults(func=_cmd_tiny_build)
+
+    quick = commands.add_parser(
+        "quickstart", help="end-to-end tour on bundled real scans",
+        description="Build the small offline model (or load --model), load the real scans that "
+        "pydicom, nibabel, nilearn and scikit-image ship, ask the model about each (volumes as "
+        "video frames) and print each answer with its vision-token cost.",
+    )
+    quick.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
+    quick.add_argument("--size", choices=SIZES, default="small")
+    quick.add_argument("--model", help="a local checkpoint folder instead of the tiny model")
+    quick.add_argument("--frames", type=int, default=16, help="video frames per volume (even)")
+    quick.add_argument("--max-new-tokens", type=int, default=24)
+    quick.set_defaults(func=_cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medvl`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""medvl.eval: not built yet (see the issues)."""

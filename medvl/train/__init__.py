@@ -1,0 +1,1 @@
+"""medvl.train: not built yet (see the issues)."""

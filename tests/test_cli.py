@@ -1,0 +1,89 @@
+"""The ``medvl`` console script, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from medvl.cli import build_parser, main
+
+MEDVL = [sys.executable, "-m", "medvl.cli"]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*MEDVL, *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _subcommand_paths(parser, prefix=()):
+    """Every command path of the parser, e.g. ('data', 'validate')."""
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for name, sub in action.choices.items():
+            yield (*prefix, name)
+            yield from _subcommand_paths(sub, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [(), *_subcommand_paths(build_parser())])
+def test_every_command_has_help(path):
+    result = run_cli(*path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: medvl" in result.stdout
+
+
+def test_info_reports_shape_and_spacing_as_json():
+    result = run_cli("info", get_testdata_file("CT_small.dcm"), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["modality"] == "CT"
+    assert info["format"] == "dicom"
+    assert info["shape"] == [128, 128]
+    assert len(info["spacing_mm"]) == 2 and all(s > 0 for s in info["spacing_mm"])
+    assert info["value_range"][0] < info["value_range"][1]
+
+
+def test_info_on_a_missing_file_names_it(tmp_path):
+    missing = tmp_path / "nope.nii.gz"
+    result = run_cli("info", str(missing))
+    assert result.returncode == 2
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _write_manifest(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_data_validate_exit_codes(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"")
+    good = {
+        "id": "s1", "image": "a.png", "modality": "OT", "anatomy": "chest",
+        "question": "Is there a nodule?", "answer": "yes", "answer_type": "closed",
+    }
+    ok = _write_manifest(tmp_path / "ok.jsonl", [good])
+    assert main(["data", "validate", str(ok)]) == 0
+
+    bad = _write_manifest(
+        tmp_path / "bad.jsonl", [good, {**good, "id": "s2", "answer_type": "riddle"}]
+    )
+    assert main(["data", "validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert ":2" in out and "answer_type" in out
+
+
+def test_tiny_build_prints_a_loadable_folder(tmp_path):
+    result = run_cli(
+        "tiny", "build", "--family", "qwen2_vl", "--size", "tiny", "--cache-dir", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert folder.is_dir() and (folder / "config.json").is_file()
+    assert folder.is_relative_to(tmp_path)
