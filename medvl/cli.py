@@ -65,7 +65,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``medvl`` command (exposed for tests and docs)."""
-    from medvl.model.tiny import FAMILIES, SIZES
+    from medvl.model.families import FAMILIES, SIZES
 
     parser = argparse.ArgumentParser(
         prog="medvl", description="Medical vision-language models: scans, models, training."
@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build = tiny.add_parser(
         "build", help="build a tiny random-init Qwen-VL model",
-        description="Build (offline, deterministic for a seed) a random-init Qwen-VL model with its "
-        "real processor and an offline-trained tokenizer, and print the folder it was saved to.",
+        description="Build (offline, deterministic for a seed) a random-init Qwen-VL model with "
+        "its real processor and an offline-trained tokenizer; print the folder it was saved to.",
     )
     build.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
     build.add_argument("--size", choices=SIZES, default="tiny")

@@ -77,7 +77,8 @@ def run_quickstart(
             view = volume_to_frames(scan, n_frames=n_frames, axis=2)
             result = ask(model, processor, question, video=view.frames,
                          max_new_tokens=max_new_tokens)
-            shown = f"{len(view.frames)} frames, slices {view.slice_indices[0]}..{view.slice_indices[-1]}"
+            first, last = view.slice_indices[0], view.slice_indices[-1]
+            shown = f"{len(view.frames)} frames, slices {first}..{last}"
         else:
             image = scan_to_image(scan)
             result = ask(model, processor, question, image=image, max_new_tokens=max_new_tokens)

@@ -1,0 +1,68 @@
+"""Qwen-VL models for medvl: loading, tiny offline models, and one-question generation.
+
+Public API::
+
+    build_tiny_model(family, size, cache_dir, seed, force) -> Path
+    load_vlm(name_or_path, dtype, device, attn_implementation) -> (model, processor)
+    detect_family(config_or_path) -> "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl"
+    ask(model, processor, question, image=..., video=...) -> AskResult
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from medvl.model.families import FAMILIES, SIZES
+
+# Names resolve on first use: importing transformers takes seconds, and `medvl --help` or
+# `medvl info` should not pay for it.
+_LAZY = {
+    "CHAT_TEMPLATES": "medvl.model.chat_templates",
+    "AskResult": "medvl.model.generate",
+    "ask": "medvl.model.generate",
+    "build_messages": "medvl.model.generate",
+    "prepare_inputs": "medvl.model.generate",
+    "SUPPORTED_MODEL_TYPES": "medvl.model.loading",
+    "ModelLoadError": "medvl.model.loading",
+    "detect_family": "medvl.model.loading",
+    "load_vlm": "medvl.model.loading",
+    "resolve_dtype": "medvl.model.loading",
+    "build_tiny_model": "medvl.model.tiny",
+    "tiny_model_dir": "medvl.model.tiny",
+}
+
+if TYPE_CHECKING:
+    from medvl.model.chat_templates import CHAT_TEMPLATES
+    from medvl.model.generate import AskResult, ask, build_messages, prepare_inputs
+    from medvl.model.loading import (
+        SUPPORTED_MODEL_TYPES,
+        ModelLoadError,
+        detect_family,
+        load_vlm,
+        resolve_dtype,
+    )
+    from medvl.model.tiny import build_tiny_model, tiny_model_dir
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medvl.model' has no attribute {name!r}")
+
+__all__ = [
+    "CHAT_TEMPLATES",
+    "FAMILIES",
+    "SIZES",
+    "SUPPORTED_MODEL_TYPES",
+    "AskResult",
+    "ModelLoadError",
+    "ask",
+    "build_messages",
+    "build_tiny_model",
+    "detect_family",
+    "load_vlm",
+    "prepare_inputs",
+    "resolve_dtype",
+    "tiny_model_dir",
+]
