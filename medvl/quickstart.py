@@ -28,6 +28,10 @@ QUESTIONS = {
 }
 
 
+# example4d is a 4D fMRI run: the quickstart shows its first volume.
+LOAD_OPTIONS = {"example4d": {"volume": 0}}
+
+
 def _question(modality: str, volumetric: bool) -> str:
     question = QUESTIONS.get(modality, QUESTIONS["OT"])
     return question.replace("slice", "volume") if volumetric else question
@@ -66,7 +70,7 @@ def run_quickstart(
     rows = []
     for name, path in scans.items():
         try:
-            scan = load_scan(path)
+            scan = load_scan(path, **LOAD_OPTIONS.get(name, {}))
         except ScanError as err:  # a broken example should not hide the others
             print(f"  - {name}: skipped ({err})")
             continue

@@ -1,0 +1,262 @@
+"""``load_scan``: one entry point from a scan file or DICOM folder to a MetaTensor.
+
+Output contract (other medvl modules rely on it):
+
+- channel-first float32 :class:`monai.data.MetaTensor`, C = 1 (grayscale) or 3 (RGB);
+- 3D: shape ``(C, X, Y, Z)`` oriented RAS, ``affine`` the RAS voxel->world affine in mm;
+- 2D: shape ``(C, W, H)``, axis 0 is x (columns, left to right as displayed), axis 1 is y
+  (rows, top to bottom) -- MONAI's PILReader convention -- and ``affine`` is
+  ``diag(x spacing, y spacing, 1, 1)``;
+- ``meta`` holds only :data:`META_KEYS` (plus the ``affine`` and ``space`` keys MetaTensor
+  keeps itself): never reader metadata, so never a patient identifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+from monai.data import MetaTensor, NibabelReader, PILReader
+from monai.data.utils import affine_to_spacing
+from monai.transforms import Orientation
+from PIL import Image, ImageOps
+
+from medvl.scans.dicom import DICOM_EXTENSIONS, read_dicom_file, read_dicom_series
+from medvl.scans.errors import ScanError
+
+__all__ = ["META_KEYS", "SUPPORTED_EXTENSIONS", "load_scan"]
+
+logger = logging.getLogger(__name__)
+
+#: File name endings load_scan recognises, and the ``meta["format"]`` each gives. A folder is
+#: read as a DICOM series ("dicom-series"); a file with a DICM preamble is DICOM whatever its name.
+SUPPORTED_EXTENSIONS: dict[str, str] = {
+    **dict.fromkeys(DICOM_EXTENSIONS, "dicom"),
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+}
+#: The only keys load_scan puts in ``meta`` (MetaTensor itself adds ``affine`` and ``space``).
+META_KEYS = (
+    "source",
+    "format",
+    "modality",
+    "spacing",
+    "spatial_ndim",
+    "orientation",
+    "study_year",
+    "photometric",
+)
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+_PIL_KEEP_MODES = {"L", "I", "I;16", "I;16B", "I;16L", "F", "RGB"}
+
+
+def load_scan(
+    path: str | os.PathLike,
+    modality: str | None = None,
+    *,
+    series_uid: str | None = None,
+    volume: int | None = None,
+) -> MetaTensor:
+    """Load a scan as a channel-first float32 MetaTensor (3D: RAS; 2D: as displayed).
+
+    Supported inputs: a DICOM file (single-frame -> 2D, multi-frame -> 3D), a folder holding a
+    DICOM series (slices ordered by their position along the slice normal, not by
+    InstanceNumber), NIfTI (``.nii``, ``.nii.gz``), PNG and JPEG (grayscale or RGB). DICOM
+    values come out in physical units: RescaleSlope/Intercept (and RTDOSE's DoseGridScaling)
+    applied, MONOCHROME1 mirrored so that higher is brighter, YBR and palette colour as RGB.
+
+    Args:
+        path: file or DICOM series folder.
+        modality: DICOM modality code (``"CT"``, ``"MR"``, ``"CR"``...) overriding the file's
+            Modality tag; without either, ``"OT"``.
+        series_uid: for a folder holding several series, the SeriesInstanceUID to load
+            (the error raised without it lists them).
+        volume: for a 4D NIfTI, the index along the 4th axis of the volume to load.
+
+    Returns:
+        MetaTensor of shape ``(C, X, Y, Z)`` (3D) or ``(C, W, H)`` (2D). ``meta`` keys:
+        ``source``, ``format`` (``"dicom"``, ``"dicom-series"``, ``"nifti"``, ``"png"``,
+        ``"jpeg"``), ``modality``, ``spacing`` (mm per spatial axis; 1.0 where the file does not
+        say), ``spatial_ndim``, ``orientation`` (``"RAS"`` or None for 2D), ``study_year``
+        (DICOM StudyDate year or None), ``photometric`` (the DICOM PhotometricInterpretation,
+        None for other formats), and MetaTensor's own ``affine`` and ``space``. No patient
+        identifier.
+
+    Note:
+        A folder holding one single-frame image loads as that 2D image. DICOM volumes without
+        ImagePositionPatient/ImageOrientationPatient (e.g. ultrasound cine) keep their stored
+        axes (x columns, y rows, z frames) with a diagonal affine, and a warning is logged.
+
+    Raises:
+        ScanError: the path is missing, of an unknown type, unreadable, truncated or corrupt,
+            holds non-finite values, several series, slices of different sizes, or a 4D
+            NIfTI without ``volume``. The message names the file and the problem.
+
+    Example:
+        >>> from medvl.scans import example_scans, load_scan
+        >>> ct = load_scan(example_scans()["ct_small"])
+        >>> tuple(ct.shape), ct.meta["modality"], ct.meta["spacing"]
+        ((1, 128, 128), 'CT', (0.661468, 0.661468))
+    """
+    src = Path(path).expanduser()
+    if modality is not None and not (isinstance(modality, str) and modality.strip()):
+        raise ScanError(f"{src}: modality must be a DICOM code such as 'CT', got {modality!r}")
+    if not src.exists():
+        raise ScanError(f"{src}: no such file or folder")
+    fmt = _format_of(src)
+    if series_uid is not None and fmt != "dicom-series":
+        raise ScanError(f"{src}: series_uid only applies to a DICOM series folder")
+    if volume is not None and fmt != "nifti":
+        raise ScanError(f"{src}: volume only applies to a NIfTI file")
+
+    photometric = study_year = file_modality = None
+    if fmt in ("dicom", "dicom-series"):
+        if fmt == "dicom-series":
+            image = read_dicom_series(src, series_uid)
+        else:
+            image = read_dicom_file(src)
+        array, affine = image.array, image.affine
+        photometric, study_year, file_modality = image.photometric, image.study_year, image.modality
+    elif fmt == "nifti":
+        array, affine = _read_nifti(src, volume)
+    else:
+        array, affine = _read_pil(src), np.eye(4)
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise ScanError(f"{src}: {bad} of {tensor.numel()} values are not finite (NaN or inf)")
+    ndim = tensor.ndim - 1
+    affine_t = torch.as_tensor(affine, dtype=torch.float64)
+    if ndim == 3:
+        tensor, affine_t = _to_ras(tensor, affine_t, src)
+    meta = {
+        "source": str(src),
+        "format": fmt,
+        "modality": (modality or file_modality or "OT").strip().upper(),
+        "spacing": tuple(float(s) for s in affine_to_spacing(affine_t, r=ndim)),
+        "spatial_ndim": ndim,
+        "orientation": "RAS" if ndim == 3 else None,
+        "study_year": study_year,
+        "photometric": photometric,
+    }
+    logger.debug(
+        "loaded %s (%s, %s): shape %s, spacing %s",
+        src,
+        fmt,
+        meta["modality"],
+        tuple(tensor.shape),
+        meta["spacing"],
+    )
+    return MetaTensor(tensor, affine=affine_t, meta=meta)
+
+
+def _format_of(src: Path) -> str:
+    if src.is_dir():
+        return "dicom-series"
+    name = src.name.lower()
+    for ending, fmt in SUPPORTED_EXTENSIONS.items():
+        if name.endswith(ending):
+            return fmt
+    if pydicom.misc.is_dicom(src):  # DICOM files often carry no extension at all
+        return "dicom"
+    raise ScanError(
+        f"{src}: unknown file type {''.join(src.suffixes) or '(no extension)'!r}; "
+        f"supported: {', '.join(SUPPORTED_EXTENSIONS)}, a file with a DICOM (DICM) "
+        "preamble, or a folder holding a DICOM series"
+    )
+
+
+def _to_ras(
+    tensor: torch.Tensor, affine: torch.Tensor, src: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorient a (C, X, Y, Z) tensor to RAS with MONAI's Orientation."""
+    try:
+        out = Orientation(axcodes="RAS", labels=_RAS_LABELS)(MetaTensor(tensor, affine=affine))
+    except Exception as e:
+        raise ScanError(
+            f"{src}: cannot orient the volume to RAS, degenerate affine?\n{affine.numpy()}"
+        ) from e
+    return out.as_tensor().contiguous(), out.affine.to(torch.float64)
+
+
+def _read_nifti(src: Path, volume: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """NIfTI through MONAI's NibabelReader, as ((1, X, Y, Z), affine).
+
+    ``read`` and ``get_data`` are called separately, rather than through LoadImage, so that a
+    4D file can be cut to one volume (lazily, with nibabel's slicer) before any voxel is read.
+    """
+    reader = NibabelReader()
+    try:
+        img = reader.read(str(src))
+    except Exception as e:
+        raise ScanError(
+            f"{src}: not a readable NIfTI file, truncated or corrupt? ({type(e).__name__}: {e})"
+        ) from e
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) > 4:
+        raise ScanError(f"{src}: a {len(shape)}D NIfTI of shape {shape}; medvl loads 2D and 3D")
+    if len(shape) == 4 and shape[3] > 1 and volume is None:
+        raise ScanError(
+            f"{src}: a 4D NIfTI of shape {shape} holds {shape[3]} volumes; pick one with "
+            f"load_scan(path, volume=k), k in 0..{shape[3] - 1}"
+        )
+    if volume is not None:
+        count = shape[3] if len(shape) == 4 else 1
+        try:
+            volume = operator.index(volume)  # ints, numpy ints; not floats
+        except TypeError as e:
+            raise ScanError(f"{src}: volume must be an integer, got {volume!r}") from e
+        if not 0 <= volume < count:
+            raise ScanError(
+                f"{src}: volume={volume!r} is out of range, the file holds {count} "
+                f"volume{'s' if count > 1 else ''} (0..{count - 1})"
+            )
+    if len(shape) == 4:
+        img = img.slicer[..., volume or 0]
+    try:
+        array, _ = reader.get_data(img)  # its metadata is the raw header: not passed on
+    except Exception as e:
+        raise ScanError(
+            f"{src}: cannot read the voxel data, truncated or corrupt file? "
+            f"({type(e).__name__}: {e})"
+        ) from e
+    array = np.asarray(array)
+    while array.ndim < 3:  # a 2D NIfTI is a volume one slice thick
+        array = array[..., None]
+    return array[None], np.asarray(img.affine, dtype=np.float64)
+
+
+def _read_pil(src: Path) -> np.ndarray:
+    """PNG/JPEG through MONAI's PILReader, as (C, W, H)."""
+    reader = PILReader(converter=_display_mode)
+    try:
+        array, _ = reader.get_data(reader.read(str(src)))
+    except Exception as e:
+        raise ScanError(
+            f"{src}: not a readable {src.suffix.lstrip('.').upper()} image, truncated "
+            f"or corrupt? ({type(e).__name__}: {e})"
+        ) from e
+    array = np.asarray(array)
+    return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+
+
+def _display_mode(image: Image.Image) -> Image.Image:
+    """Bring a PIL image to what it looks like: EXIF rotation applied, one or three channels.
+
+    Without this, PILReader returns palette indices for "P" images and four channels for RGBA.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _PIL_KEEP_MODES:
+        return image
+    if image.mode in ("1", "LA", "La"):
+        return image.convert("L")
+    return image.convert("RGB")
