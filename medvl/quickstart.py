@@ -24,12 +24,19 @@ from medvl.scans.views import scan_to_image, volume_to_frames
 QUESTIONS = {
     "CT": "Which organ is shown in this CT slice?",
     "MR": "Describe the anatomy visible in this MRI.",
+    "OP": "Is there any sign of diabetic retinopathy in this fundus photograph?",
     "OT": "Is there any abnormality in this image?",
 }
 
 
-# example4d is a 4D fMRI run: the quickstart shows its first volume.
-LOAD_OPTIONS = {"example4d": {"volume": 0}}
+# NIfTI and PNG files carry no modality; these are what the bundled examples are (OP is DICOM's
+# code for ophthalmic photography). example4d is a 4D fMRI run: the quickstart shows volume 0.
+LOAD_OPTIONS = {
+    "anatomical": {"modality": "MR"},
+    "example4d": {"modality": "MR", "volume": 0},
+    "mni152": {"modality": "MR"},
+    "retina": {"modality": "OP"},
+}
 
 
 def _question(modality: str, volumetric: bool) -> str:
