@@ -4,6 +4,8 @@ Every command has ``--help``. Commands:
 
     medvl info SCAN                  what a scan is (shape, spacing, orientation, modality, range)
     medvl data validate MANIFEST     check a JSONL manifest, all errors at once
+    medvl data convert --format F SRC --out M   a public dataset folder -> manifest
+    medvl data phantoms --out DIR    synthetic scans with known lesions, and their manifest
     medvl tiny build                 build a tiny offline Qwen-VL model into the cache
     medvl quickstart                 the end-to-end tour on bundled real scans
 """
@@ -40,6 +42,43 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     report = validate_manifest(args.manifest, check_files=not args.no_check_files)
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def _cmd_data_phantoms(args: argparse.Namespace) -> int:
+    from medvl.data.phantom_samples import generate_phantom_dataset
+
+    manifest = generate_phantom_dataset(
+        args.out, n=args.n, seed=args.seed, modalities=args.kinds.split(",")
+    )
+    print(manifest)
+    return 0
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """``["access=[open]", "version=2"]`` -> ``{"access": ["open"], "version": 2}`` (YAML)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --option expects KEY=VALUE, got {pair!r}")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+def _cmd_data_convert(args: argparse.Namespace) -> int:
+    from medvl.data.adapters import AdapterError, convert_dataset
+
+    try:
+        report = convert_dataset(
+            args.format, args.src, args.out, split=args.split, **_parse_options(args.option)
+        )
+    except AdapterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
 
 
 def _cmd_tiny_build(args: argparse.Namespace) -> int:
@@ -97,6 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check-files", action="store_true", help="do not check that image/mask files exist"
     )
     validate.set_defaults(func=_cmd_data_validate)
+
+    convert = data.add_parser(
+        "convert", help="convert a public dataset folder into a manifest",
+        description="Convert a local copy of a public dataset, in its released layout, into a "
+        "medvl JSONL manifest (nothing is downloaded). Formats: vqa_rad, slake, pathvqa, "
+        "omnimedvqa, pmc_vqa, 3dreasonknee, mm_retinal_reason.",
+    )
+    convert.add_argument("--format", required=True, help="dataset layout, e.g. slake")
+    convert.add_argument("src", help="the dataset's root folder")
+    convert.add_argument("--out", required=True, help="manifest to write (.jsonl)")
+    convert.add_argument("--split", help="only this split (train, val, test)")
+    convert.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="adapter option, value read as YAML (e.g. language=zh, version=2, "
+        "access=[open], trust_pickle=true); repeatable",
+    )
+    convert.set_defaults(func=_cmd_data_convert)
+
+    phantoms = data.add_parser(
+        "phantoms", help="write synthetic scans with known lesions and their manifest",
+        description="Write N synthetic cases per kind (knee MRI 3D as NIfTI and DICOM series, "
+        "retinal fundus PNG, chest X-ray DICOM and PNG) with exact boxes, masks and grades, and "
+        "a manifest.jsonl of questions of every answer type. Deterministic for a seed.",
+    )
+    phantoms.add_argument("--out", required=True, help="output folder")
+    phantoms.add_argument("--n", type=int, default=10, help="cases per kind (default 10)")
+    phantoms.add_argument("--seed", type=int, default=0)
+    phantoms.add_argument(
+        "--kinds", default="knee,fundus,chest", help="comma-separated: knee, fundus, chest"
+    )
+    phantoms.set_defaults(func=_cmd_data_phantoms)
 
     tiny = commands.add_parser("tiny", help="tiny offline models").add_subparsers(
         dest="tiny_command", required=True, metavar="COMMAND"

@@ -87,3 +87,32 @@ def test_tiny_build_prints_a_loadable_folder(tmp_path):
     folder = Path(result.stdout.strip().splitlines()[-1])
     assert folder.is_dir() and (folder / "config.json").is_file()
     assert folder.is_relative_to(tmp_path)
+
+
+def test_data_phantoms_writes_a_manifest_that_validates(tmp_path, capsys):
+    out = tmp_path / "ph"
+    assert main(["data", "phantoms", "--out", str(out), "--n", "1", "--kinds", "fundus,chest"]) == 0
+    manifest = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert manifest == out / "manifest.jsonl" and manifest.is_file()
+    assert main(["data", "validate", str(manifest)]) == 0
+    assert "X-ray" in capsys.readouterr().out
+
+
+def test_data_convert_with_an_option(tmp_path, capsys):
+    from adapter_fixtures import make_slake
+
+    src = make_slake(tmp_path / "Slake1.0")
+    out = tmp_path / "slake.jsonl"
+    code = main(["data", "convert", "--format", "SLAKE", str(src), "--out", str(out),
+                 "--option", "language=null"])
+    assert code == 0, capsys.readouterr().err
+    assert "written" in capsys.readouterr().out
+    assert main(["data", "validate", str(out)]) == 0
+
+
+def test_data_convert_wrong_layout_names_the_expected_file(tmp_path, capsys):
+    code = main(["data", "convert", "--format", "vqa_rad", str(tmp_path), "--out",
+                 str(tmp_path / "m.jsonl")])
+    assert code == 2
+    assert "VQA_RAD Dataset Public.json" in capsys.readouterr().err
+    assert not (tmp_path / "m.jsonl").exists()
