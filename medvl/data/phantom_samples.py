@@ -228,11 +228,9 @@ def _grounding(case: PhantomCase, index: int) -> dict:
     else:
         target = sorted(case.structures)[index % len(case.structures)]
         box, observation = case.structures[target], f"no abnormality; the {target} is identified"
-    axes = "[x1, y1, z1, x2, y2, z2]" if len(box) == 6 else "[x1, y1, x2, y2]"
-    question = (
-        f"Locate the {target} on this {TEXT[case.anatomy][0]}. Answer with its "
-        f"bounding box {axes}, normalised to 0-1."
-    )
+    # The answer's box format is the model's prompt's business (medvl.model.prompts): each
+    # family writes boxes its own way.
+    question = f"Locate the {target} on this {TEXT[case.anatomy][0]}."
     conclusion = f"the {target} lies in {_box_text(box)}"
     return {
         "question": question,

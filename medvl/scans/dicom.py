@@ -60,6 +60,8 @@ class DicomImage:
         modality: the Modality tag, or None.
         photometric: the file's PhotometricInterpretation (the pixels are already converted).
         study_year: the year of StudyDate, or None.
+        window: the first VOI window (WindowCenter, WindowWidth) as ``(center, width)`` in the
+            units of ``array`` (see :func:`_voi_window`), or None when the file has none.
     """
 
     array: np.ndarray
@@ -67,6 +69,7 @@ class DicomImage:
     modality: str | None
     photometric: str | None
     study_year: int | None
+    window: tuple[float, float] | None = None
 
 
 def read_dicom_file(path: Path) -> DicomImage:
@@ -76,12 +79,18 @@ def read_dicom_file(path: Path) -> DicomImage:
         _require_image(ds, path)
         frames = _decode(ds, path)
         if frames.shape[0] == 1:
-            return DicomImage(frames[0].transpose(2, 1, 0), _affine_2d(ds), **_summary(ds))
+            return DicomImage(
+                frames[0].transpose(2, 1, 0),
+                _affine_2d(ds),
+                window=_voi_window(ds, frames[0]),
+                **_summary(ds),
+            )
         first_group = _frame_groups(ds, frames.shape[0])[0]
         iop = _lookup(ds, first_group, "PlaneOrientationSequence", "ImageOrientationPatient")
         positions = _multiframe_positions(ds, frames.shape[0], iop)
+        window = _voi_window(ds, frames[0])
         array, affine = _stack(frames, positions, iop, _pixel_spacing(ds), _slice_gap(ds), path)
-        return DicomImage(array, affine, **_summary(ds))
+        return DicomImage(array, affine, window=window, **_summary(ds))
 
 
 def read_dicom_series(folder: Path, series_uid: str | None = None) -> DicomImage:
@@ -170,10 +179,11 @@ def _read_series(folder: Path, series_uid: str | None) -> DicomImage:
     for path, _ in slices:
         frames.append(_decode(_dcmread(path, stop_before_pixels=False), path))
     first = slices[0][1]
+    window = _voi_window(first, frames[0][0])
     array, affine = _stack(
         np.concatenate(frames), positions, iop, _pixel_spacing(first), _slice_gap(first), folder
     )
-    return DicomImage(array, affine, **_summary(first))
+    return DicomImage(array, affine, window=window, **_summary(first))
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -236,20 +246,55 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
     return out
 
 
-def _finish_values(values: np.ndarray, ds: Dataset, slope: float, intercept: float) -> np.ndarray:
-    """Dose scaling and MONOCHROME1 on rescaled grayscale values."""
+def _finish_values(
+    values: np.ndarray, ds: Dataset, slope: float, intercept: float, pivot: float | None = None
+) -> np.ndarray:
+    """Dose scaling and MONOCHROME1 on rescaled grayscale values.
+
+    ``pivot`` overrides the MONOCHROME1 mirror point (``pivot - value``) of float pixel data,
+    which is the frame's own min + max: for values that are not a whole frame (a VOI window).
+    """
     if str(ds.get("Modality") or "") == "RTDOSE" and ds.get("DoseGridScaling"):
         values = values * float(ds.DoseGridScaling)  # stored integers -> Gy
     if _photometric(ds) == "MONOCHROME1":
         # MONOCHROME1 displays low values bright. Mirror within the nominal stored range
         # (through the rescale), not the image's own min/max, so slices of a series agree.
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            return values.min() + values.max() - values
+            return (values.min() + values.max() if pivot is None else pivot) - values
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
         # lo + hi of the stored range: -1 if signed (-2^(b-1) .. 2^(b-1)-1), else 2^b - 1
         span = -1 if ds.get("PixelRepresentation") else 2**bits - 1
         values = span * slope + 2 * intercept - values
     return values
+
+
+def _voi_window(ds: Dataset, first_frame: np.ndarray) -> tuple[float, float] | None:
+    """The first VOI window of ``ds`` as ``(center, width)`` in the units load_scan returns.
+
+    WindowCenter/WindowWidth (PS3.3 C.11.2) apply to the output of the modality LUT, i.e. the
+    rescaled values. The pixels medvl returns are also dose-scaled (RTDOSE) and, for
+    MONOCHROME1, mirrored; the window's two ends go through the same mapping so that it still
+    selects the same tissue. Enhanced multi-frame files keep it in FrameVOILUTSequence (the
+    first frame's is taken). A non-linear VOILUTSequence is ignored; a window whose width is
+    not positive, or a colour image (VOI LUTs apply to grayscale only), gives None.
+
+    Args:
+        ds: the dataset (its first frame's window is returned).
+        first_frame: the first frame's output values, ``(rows, columns, samples)``: their min +
+            max is the MONOCHROME1 mirror point of float pixel data.
+    """
+    if first_frame.shape[-1] != 1:
+        return None
+    group = _frame_groups(ds, _n_frames(ds))[0]
+    center = _first_float(_lookup(ds, group, "FrameVOILUTSequence", "WindowCenter"))
+    width = _first_float(_lookup(ds, group, "FrameVOILUTSequence", "WindowWidth"))
+    if center is None or width is None or not width > 0:
+        return None
+    slope, intercept = _rescale(ds, group)
+    pivot = float(first_frame.min()) + float(first_frame.max())
+    ends = np.array([center - width / 2, center + width / 2], dtype=np.float64)
+    lo, hi = sorted(float(v) for v in _finish_values(ends, ds, slope, intercept, pivot))
+    return (lo + hi) / 2, hi - lo
 
 
 # -- folders --------------------------------------------------------------------------------
@@ -403,6 +448,17 @@ def _summary(ds: Dataset) -> dict:
         "photometric": _photometric(ds) or None,
         "study_year": int(date[:4]) if date[:4].isdigit() else None,
     }
+
+
+def _first_float(value) -> float | None:
+    """A DS/IS value, or the first of several (VM > 1), as a finite float; else None."""
+    if value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def _photometric(ds: Dataset) -> str:

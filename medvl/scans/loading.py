@@ -8,7 +8,8 @@ Output contract (other medvl modules rely on it):
   (rows, top to bottom) -- MONAI's PILReader convention -- and ``affine`` is
   ``diag(x spacing, y spacing, 1, 1)``;
 - ``meta`` holds only :data:`META_KEYS` (plus the ``affine`` and ``space`` keys MetaTensor
-  keeps itself): never reader metadata, so never a patient identifier.
+  keeps itself): never reader metadata, so never a patient identifier. ``meta["window"]`` is
+  the DICOM VOI window ``(center, width)`` in the returned values' units, or None.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ META_KEYS = (
     "orientation",
     "study_year",
     "photometric",
+    "window",
 )
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 _PIL_KEEP_MODES = {"L", "I", "I;16", "I;16B", "I;16L", "F", "RGB"}
@@ -87,8 +89,10 @@ def load_scan(
         ``"jpeg"``), ``modality``, ``spacing`` (mm per spatial axis; 1.0 where the file does not
         say), ``spatial_ndim``, ``orientation`` (``"RAS"`` or None for 2D), ``study_year``
         (DICOM StudyDate year or None), ``photometric`` (the DICOM PhotometricInterpretation,
-        None for other formats), and MetaTensor's own ``affine`` and ``space``. No patient
-        identifier.
+        None for other formats), ``window`` (the file's first DICOM VOI window as ``(center,
+        width)`` floats in the units of the returned values -- rescaled, and for MONOCHROME1
+        mirrored with the pixels -- or None: no window, or not DICOM), and MetaTensor's own
+        ``affine`` and ``space``. No patient identifier.
 
     Note:
         A folder holding one single-frame image loads as that 2D image. DICOM volumes without
@@ -117,7 +121,7 @@ def load_scan(
     if volume is not None and fmt != "nifti":
         raise ScanError(f"{src}: volume only applies to a NIfTI file")
 
-    photometric = study_year = file_modality = None
+    photometric = study_year = file_modality = window = None
     if fmt in ("dicom", "dicom-series"):
         if fmt == "dicom-series":
             image = read_dicom_series(src, series_uid)
@@ -125,6 +129,7 @@ def load_scan(
             image = read_dicom_file(src)
         array, affine = image.array, image.affine
         photometric, study_year, file_modality = image.photometric, image.study_year, image.modality
+        window = image.window
     elif fmt == "nifti":
         array, affine = _read_nifti(src, volume)
     else:
@@ -147,6 +152,7 @@ def load_scan(
         "orientation": "RAS" if ndim == 3 else None,
         "study_year": study_year,
         "photometric": photometric,
+        "window": window,
     }
     logger.debug(
         "loaded %s (%s, %s): shape %s, spacing %s",
