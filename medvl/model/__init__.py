@@ -6,6 +6,8 @@ Public API::
     load_vlm(name_or_path, dtype, device, attn_implementation) -> (model, processor)
     detect_family(config_or_path) -> "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl"
     ask(model, processor, question, image=..., video=...) -> AskResult
+    MedVLM.from_pretrained(path, lora, heads, ...) -> MedVLM   (answer, collate, forward, save)
+    parse_answer(raw, family, context) -> Answer
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ _LAZY = {
     "load_vlm": "medvl.model.loading",
     "resolve_dtype": "medvl.model.loading",
     "build_tiny_model": "medvl.model.tiny",
+    "Answer": "medvl.model.answer",
+    "AnswerContext": "medvl.model.answer",
+    "parse_answer": "medvl.model.answer",
+    "MedVLM": "medvl.model.medvl_model",
+    "MedVLMConfig": "medvl.model.medvl_config",
+    "MedVLMOutput": "medvl.model.medvl_model",
     "tiny_model_dir": "medvl.model.tiny",
 }
 
 if TYPE_CHECKING:
+    from medvl.model.answer import Answer, AnswerContext, parse_answer
     from medvl.model.chat_templates import CHAT_TEMPLATES
     from medvl.model.generate import AskResult, ask, build_messages, prepare_inputs
     from medvl.model.loading import (
@@ -42,6 +51,8 @@ if TYPE_CHECKING:
         load_vlm,
         resolve_dtype,
     )
+    from medvl.model.medvl_config import MedVLMConfig
+    from medvl.model.medvl_model import MedVLM, MedVLMOutput
     from medvl.model.tiny import build_tiny_model, tiny_model_dir
 
 
@@ -52,6 +63,11 @@ def __getattr__(name: str):
 
 __all__ = [
     "CHAT_TEMPLATES",
+    "Answer",
+    "AnswerContext",
+    "MedVLM",
+    "MedVLMConfig",
+    "MedVLMOutput",
     "FAMILIES",
     "SIZES",
     "SUPPORTED_MODEL_TYPES",
@@ -62,6 +78,7 @@ __all__ = [
     "build_tiny_model",
     "detect_family",
     "load_vlm",
+    "parse_answer",
     "prepare_inputs",
     "resolve_dtype",
     "tiny_model_dir",
