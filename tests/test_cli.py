@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from medvl.cli import build_parser, main
 
 MEDVL = [sys.executable, "-m", "medvl.cli"]
+SFT_TINY = str(Path(__file__).parents[1] / "configs" / "sft_tiny.yaml")
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -116,3 +117,25 @@ def test_data_convert_wrong_layout_names_the_expected_file(tmp_path, capsys):
     assert code == 2
     assert "VQA_RAD Dataset Public.json" in capsys.readouterr().err
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_sft_runs_from_the_yaml_config_with_overrides(tmp_path, capsys):
+    assert main(["data", "phantoms", "--out", str(tmp_path / "ph"), "--n", "1",
+                 "--kinds", "fundus"]) == 0
+    manifest = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    out = tmp_path / "run"
+    args = ["sft", "--config", SFT_TINY, "--train_manifest", str(manifest),
+            "--output_dir", str(out), "--max_steps", "2", "--save_every", "1", "--progress",
+            "false", "--report_to", "none"]
+    assert main(args) == 0
+    final = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final == out / "final" and (final / "medvl_config.json").is_file()
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    saved = (out / "config.yaml").read_text()
+    assert "max_steps: 2" in saved
+
+
+def test_sft_unknown_key_names_it(tmp_path, capsys):
+    code = main(["sft", "--config", SFT_TINY, "--learning_rat", "1e-5"])
+    assert code == 2
+    assert "learning_rat" in capsys.readouterr().err

@@ -1,1 +1,53 @@
-"""medvl.train: not built yet (see the issues)."""
+"""Training: supervised fine-tuning (`SFTConfig`, `SFTTrainer`) on accelerate, YAML configs with
+command-line overrides, and atomic checkpoints with exact resume.
+
+Public API::
+
+    SFTConfig.from_yaml(path, overrides) -> SFTConfig
+    SFTTrainer(config, model=None, train_dataset=None, eval_dataset=None).train() -> final dir
+    run_sft(config_path, overrides) -> final dir     # what `medvl sft` calls
+    YamlConfig, ConfigError                          # base of every trainer/evaluator config
+    latest_checkpoint(output_dir), list_checkpoints(output_dir)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Resolved on first use: importing torch, accelerate and MONAI takes seconds, and
+# `python -m medvl.train.sft` must not import the module twice through the package.
+_LAZY = {
+    "ConfigError": "medvl.train.config",
+    "YamlConfig": "medvl.train.config",
+    "TrainerState": "medvl.train.checkpoint",
+    "latest_checkpoint": "medvl.train.checkpoint",
+    "list_checkpoints": "medvl.train.checkpoint",
+    "SFTConfig": "medvl.train.sft_config",
+    "SFTTrainer": "medvl.train.sft",
+    "run_sft": "medvl.train.sft",
+}
+
+if TYPE_CHECKING:
+    from medvl.train.checkpoint import TrainerState, latest_checkpoint, list_checkpoints
+    from medvl.train.config import ConfigError, YamlConfig
+    from medvl.train.sft import SFTTrainer, run_sft
+    from medvl.train.sft_config import SFTConfig
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medvl.train' has no attribute {name!r}")
+
+
+__all__ = [
+    "ConfigError",
+    "SFTConfig",
+    "SFTTrainer",
+    "TrainerState",
+    "YamlConfig",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "run_sft",
+]
