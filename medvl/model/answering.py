@@ -48,6 +48,8 @@ class AnsweringMixin:
         view: str | None = None,
         n_frames: int | None = None,
         do_sample: bool = False,
+        modality: str | None = None,
+        anatomy: str | None = None,
         **generate_kwargs: Any,
     ) -> Answer:
         """Ask one question about a scan or image and read the reply.
@@ -66,6 +68,10 @@ class AnsweringMixin:
                 config's (``frames``).
             n_frames: Frames / tiles of a volume; default the config's (16).
             do_sample: Sample instead of greedy decoding.
+            modality: Named in the prompt (e.g. ``MRI``); default the scan's own when the file
+                says (DICOM), since NIfTI and PNG files carry none. Ask as the model was trained:
+                SFT prompts name the Sample's modality and anatomy.
+            anatomy: Named in the prompt (e.g. ``knee``).
             **generate_kwargs: Passed to ``generate`` (``temperature``, ``top_p``...).
 
         Returns:
@@ -77,7 +83,7 @@ class AnsweringMixin:
             frame views). Both are in medvl's normalised scan coordinates.
         """
         item = {"scan": scan_or_image, "question": question, "options": options,
-                "answer_type": answer_type}  # fmt: skip
+                "answer_type": answer_type, "modality": modality, "anatomy": anatomy}  # fmt: skip
         return self.answer_batch(
             [item], max_new_tokens, reasoning, view, n_frames, do_sample, **generate_kwargs
         )[0]
@@ -97,7 +103,7 @@ class AnsweringMixin:
 
         Args:
             items: Dicts with ``scan`` (anything :meth:`answer` takes), ``question`` and
-                optionally ``options``, ``answer_type``.
+                optionally ``options``, ``answer_type``, ``modality``, ``anatomy``.
             max_new_tokens, reasoning, view, n_frames, do_sample, **generate_kwargs: As for
                 :meth:`answer`.
 
@@ -131,6 +137,8 @@ class AnsweringMixin:
         view: str | None = None,
         n_frames: int | None = None,
         do_sample: bool = False,
+        modality: str | None = None,
+        anatomy: str | None = None,
         **generate_kwargs: Any,
     ) -> Iterator[str]:
         """Yield the reply's text piece by piece as it is generated (for the demo).
@@ -144,7 +152,7 @@ class AnsweringMixin:
         """
         settings = self._settings(reasoning, view, n_frames)
         item = {"scan": scan_or_image, "question": question, "options": options,
-                "answer_type": answer_type}  # fmt: skip
+                "answer_type": answer_type, "modality": modality, "anatomy": anatomy}  # fmt: skip
         inputs = self._batch([self._encode_question(item, settings).inputs], "left")
         streamer = _Streamer(self.tokenizer, self._stop_ids, skip_prompt=True,
                              skip_special_tokens=False)  # fmt: skip
@@ -184,6 +192,8 @@ class AnsweringMixin:
         reasoning: bool | None = None,
         view: str | None = None,
         n_frames: int | None = None,
+        modality: str | None = None,
+        anatomy: str | None = None,
     ) -> Encoded:
         """The model inputs (batch of one) and :class:`~medvl.model.answer.AnswerContext` of a
         question, exactly as :meth:`answer` builds them; arguments as for :meth:`answer`.
@@ -192,7 +202,7 @@ class AnsweringMixin:
         way :meth:`answer` reads the model's own (evaluation of stored outputs, tests).
         """
         item = {"scan": scan_or_image, "question": question, "options": options,
-                "answer_type": answer_type}  # fmt: skip
+                "answer_type": answer_type, "modality": modality, "anatomy": anatomy}  # fmt: skip
         return self._encode_question(item, self._settings(reasoning, view, n_frames))
 
     # -- internals --------------------------------------------------------------------------
@@ -209,9 +219,12 @@ class AnsweringMixin:
     def _encode_question(self, item: Mapping[str, Any], settings: PromptSettings) -> Encoded:
         scan = as_scan(item["scan"])
         meta = getattr(scan, "meta", None) or {}
+        # "OT" is load_scan's "unknown": naming it would only confuse the prompt.
+        known = meta.get("modality") if meta.get("modality") not in (None, "", "OT") else ""
         question = {
             "scan": scan, "question": item["question"], "options": item.get("options"),
-            "answer_type": item.get("answer_type"), "modality": meta.get("modality") or "",
+            "answer_type": item.get("answer_type"),
+            "modality": item.get("modality") or known, "anatomy": item.get("anatomy") or "",
         }  # fmt: skip
         return encode_example(self.processor, self.family, question, settings)
 
