@@ -98,7 +98,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
     run_quickstart(
         family=args.family, size=args.size, n_frames=args.frames,
-        max_new_tokens=args.max_new_tokens, model_path=args.model,
+        max_new_tokens=args.max_new_tokens, model_path=args.model, sft_steps=args.sft_steps,
+        out_dir=args.out,
     )
     return 0
 
@@ -218,13 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
         "quickstart", help="end-to-end tour on bundled real scans",
         description="Build the small offline model (or load --model), load the real scans that "
         "pydicom, nibabel, nilearn and scikit-image ship, ask the model about each (volumes as "
-        "video frames) and print each answer with its vision-token cost.",
+        "video frames) and print each answer with its vision-token cost; then write phantoms, "
+        "fine-tune the model with a box head and locate findings on held-out phantoms.",
     )
     quick.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
     quick.add_argument("--size", choices=SIZES, default="small")
     quick.add_argument("--model", help="a local checkpoint folder instead of the tiny model")
     quick.add_argument("--frames", type=int, default=16, help="video frames per volume (even)")
     quick.add_argument("--max-new-tokens", type=int, default=24)
+    quick.add_argument(
+        "--sft-steps", type=int, default=40, help="SFT steps on phantoms (0 skips training)"
+    )
+    quick.add_argument("--out", help="folder for phantoms and the fine-tuned model (default: temp)")
     quick.set_defaults(func=_cmd_quickstart)
     return parser
 

@@ -1,21 +1,29 @@
-"""The quickstart: a small offline model looks at real scans that packages ship.
+"""The quickstart: a small offline model looks at real scans, then learns from phantoms.
 
-Run it with ``make quickstart`` (fresh clone) or ``medvl quickstart``. It builds the ``small``
-random-init model (or loads ``--model`` from a folder: the same code path a real Qwen2.5-VL-3B
-takes), loads each bundled scan through ``medvl.scans.load_scan``, shows 2D scans as one image and
-volumes as video frames, and prints the answer and how many vision tokens each scan cost. The
-model is untrained, so its answers are noise; the point is the plumbing, end to end.
+Run it with ``make quickstart`` (fresh clone) or ``medvl quickstart``. Part one builds the
+``small`` random-init model (or loads ``--model`` from a folder: the same code path a real
+Qwen2.5-VL-3B takes), loads each bundled real scan through ``medvl.scans.load_scan``, shows 2D
+scans as one image and volumes as video frames, and prints the answer and how many vision tokens
+each scan cost; the model is untrained, so those answers are noise. Part two writes synthetic
+phantoms with known lesions, fine-tunes the model with a box head for a few dozen SFT steps, and
+asks it to locate findings on held-out phantoms, printing the box it returns against the truth.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from medvl.model import load_vlm
+from medvl.data import read_manifest
+from medvl.data.dataset import DatasetConfig
+from medvl.data.phantom_samples import generate_phantom_dataset
+from medvl.model import MedVLM, load_vlm
 from medvl.model.generate import ask
+from medvl.model.heads import box_iou
 from medvl.model.tiny import build_tiny_model
 from medvl.scans import ScanError, load_scan
 from medvl.scans.examples import example_scans
@@ -44,14 +52,34 @@ def _question(modality: str, volumetric: bool) -> str:
     return question.replace("slice", "volume") if volumetric else question
 
 
+@dataclass
+class QuickstartResult:
+    """What the quickstart did.
+
+    Attributes:
+        scans: one dict per bundled real scan: name, modality, shape, vision_tokens, answer,
+            seconds.
+        losses: the SFT loss at each logged step.
+        grounding: one dict per held-out phantom question: id, anatomy, box, truth, iou.
+        checkpoint: the fine-tuned model's folder.
+    """
+
+    scans: list[dict] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    grounding: list[dict] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
 def run_quickstart(
     family: str = "qwen2_5_vl",
     size: str = "small",
     n_frames: int = 16,
     max_new_tokens: int = 24,
     model_path: str | Path | None = None,
-) -> list[dict]:
-    """Ask a model one question about each bundled real scan and print what happened.
+    sft_steps: int = 40,
+    out_dir: str | Path | None = None,
+) -> QuickstartResult:
+    """Ask a model about each bundled real scan, then fine-tune it on phantoms and ask again.
 
     Args:
         family: tiny model family to build when ``model_path`` is not given.
@@ -59,21 +87,32 @@ def run_quickstart(
         n_frames: video frames per volume (even).
         max_new_tokens: generation budget per answer.
         model_path: a local Qwen-VL checkpoint folder to use instead of a tiny model.
+        sft_steps: SFT optimizer steps on the phantoms (0 skips part two).
+        out_dir: where phantoms and the fine-tuned model go (default: a temporary folder).
 
     Returns:
-        One dict per scan: name, modality, shape, vision_tokens, answer, seconds.
+        A :class:`QuickstartResult`.
     """
     torch.manual_seed(0)
     if model_path is None:
-        print(f"[1/3] building the {size} {family} model (offline, cached after the first run)")
+        print(f"[1/5] building the {size} {family} model (offline, cached after the first run)")
         model_path = build_tiny_model(family=family, size=size)
-    print(f"[2/3] loading {model_path}")
+    result = QuickstartResult(scans=tour_real_scans(model_path, n_frames, max_new_tokens))
+    if sft_steps > 0:
+        out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="medvl-quickstart-"))
+        teach_on_phantoms(model_path, out, sft_steps, result)
+    return result
+
+
+def tour_real_scans(model_path: str | Path, n_frames: int, max_new_tokens: int) -> list[dict]:
+    """Part one: the model answers one question about each bundled real scan."""
+    print(f"[2/5] loading {model_path}")
     model, processor = load_vlm(model_path, dtype=torch.float32, device="cpu")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"      {type(model).__name__}: {n_params / 1e6:.2f} M parameters")
 
     scans = example_scans()
-    print(f"[3/3] asking about {len(scans)} bundled real scans")
+    print(f"[3/5] asking about {len(scans)} bundled real scans")
     rows = []
     for name, path in scans.items():
         try:
@@ -106,6 +145,57 @@ def run_quickstart(
             "vision_tokens": result.vision_tokens, "answer": result.text, "seconds": seconds,
         })
     total = sum(r["vision_tokens"] for r in rows)
-    print(f"done: {len(rows)} scans, {total} vision tokens in all "
+    print(f"      {len(rows)} scans, {total} vision tokens in all "
           "(the model is random-init, so the answers are noise until it is trained)")
     return rows
+
+
+def teach_on_phantoms(
+    model_path: str | Path, out: Path, steps: int, result: QuickstartResult
+) -> None:
+    """Part two: SFT with a box head on phantoms, then grounding on held-out phantoms."""
+    # Imported here: the trainer pulls in accelerate and TensorBoard, which part one never needs.
+    from medvl.train.sft import SFTTrainer
+    from medvl.train.sft_config import SFTConfig
+
+    kinds = ("chest", "fundus", "knee")
+    train = generate_phantom_dataset(out / "phantoms", n=4, seed=0, modalities=kinds,
+                                     progress=False)  # fmt: skip
+    held_out = generate_phantom_dataset(out / "held_out", n=1, seed=1, modalities=kinds,
+                                        progress=False)  # fmt: skip
+    print(f"[4/5] fine-tuning for {steps} steps on {train} (LM loss + box head)")
+    config = SFTConfig(
+        model=str(model_path), train_manifest=str(train), output_dir=str(out / "sft"),
+        heads=["box"], lr=1e-3, warmup_steps=2, max_steps=steps, batch_size=2,
+        save_every=None, log_every=max(1, steps // 8), report_to="none", seed=0,
+        dataset=DatasetConfig(view="frames", n_frames=4, size=64, cache="memory"),
+    )  # fmt: skip
+    trainer = SFTTrainer(config)
+    result.checkpoint = trainer.train()
+    result.losses = [r["loss"] for r in trainer.history if "loss" in r]
+    print(f"      loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; "
+          f"saved to {result.checkpoint}")
+
+    print("[5/5] locating findings on held-out phantoms with the fine-tuned model")
+    vlm = MedVLM.from_pretrained(result.checkpoint)
+    for sample in read_manifest(held_out):
+        if sample.answer_type != "grounding":
+            continue
+        path = sample.image_paths(held_out.parent)[0]
+        ans = vlm.answer(path, sample.question, answer_type="grounding", modality=sample.modality,
+                         anatomy=sample.anatomy, max_new_tokens=8)  # fmt: skip
+        iou = 0.0 if ans.box is None else float(
+            box_iou(torch.tensor([ans.box]), torch.tensor([sample.box]))[0]
+        )
+        print(f"  - {sample.id}: {sample.question}")
+        print(f"    box {_fmt(ans.box)} (from the {ans.box_source}), truth {_fmt(sample.box)}, "
+              f"IoU {iou:.2f}")
+        result.grounding.append({"id": sample.id, "anatomy": sample.anatomy, "box": ans.box,
+                                 "truth": sample.box, "iou": iou})  # fmt: skip
+    mean = sum(g["iou"] for g in result.grounding) / max(len(result.grounding), 1)
+    print(f"done: mean IoU {mean:.2f} on {len(result.grounding)} held-out phantoms after "
+          f"{steps} steps (train longer, or a real checkpoint, for useful answers)")
+
+
+def _fmt(box: list[float] | None) -> str:
+    return "none" if box is None else "[" + ", ".join(f"{v:.2f}" for v in box) + "]"

@@ -1,4 +1,4 @@
-"""The quickstart runs end to end on the bundled real scans (tiny model to keep it quick)."""
+"""The quickstart runs end to end: real bundled scans, then SFT on phantoms (tiny model)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,25 @@ from medvl.quickstart import run_quickstart
 from medvl.scans.examples import example_scans
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_quickstart_answers_every_bundled_scan(family, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MEDVL_CACHE", str(tmp_path))
-    rows = run_quickstart(family=family, size="tiny", n_frames=4, max_new_tokens=4)
+@pytest.mark.parametrize(("family", "sft_steps"), [("qwen2_5_vl", 3), ("qwen3_vl", 0)])
+def test_quickstart_runs_end_to_end(family, sft_steps, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEDVL_CACHE", str(tmp_path / "cache"))
+    result = run_quickstart(family=family, size="tiny", n_frames=4, max_new_tokens=4,
+                            sft_steps=sft_steps, out_dir=tmp_path / "run")  # fmt: skip
+    rows = result.scans
     assert [r["name"] for r in rows] == list(example_scans())
     assert all(r["vision_tokens"] > 0 for r in rows)
     volumes = [r for r in rows if r["shape"].count("x") == 2]
     assert volumes, "at least one bundled scan is a volume shown as video frames"
     out = capsys.readouterr().out
-    assert "vision tokens" in out and "done:" in out
+    assert "vision tokens" in out
+    if sft_steps:
+        assert (result.checkpoint / "heads.safetensors").is_file()
+        assert len(result.losses) >= 2
+        # One grounding question per held-out phantom kind, each with a box from the head.
+        assert {g["anatomy"] for g in result.grounding} == {"chest", "fundus", "knee"}
+        for g in result.grounding:
+            assert len(g["box"]) == len(g["truth"]) and 0.0 <= g["iou"] <= 1.0
+        assert "mean IoU" in out
+    else:
+        assert result.checkpoint is None and not result.grounding
