@@ -5,6 +5,11 @@ Everything here returns a :class:`DicomImage`: channel-first float32 pixels in o
 brighter, colour as RGB) plus the handful of header fields medvl keeps. No identifier ever
 leaves this module: the datasets stay local and only :func:`_summary` fields are copied out.
 
+This module assembles: the public readers, series grouping, checking and ordering. Per-file
+decoding (reading headers, pixel values in output units, the VOI window, header look-ups) lives in
+:mod:`medvl.scans.dicom_values`, and the geometry (frames to a volume and its RAS affine, frame
+positions, spacing) in :mod:`medvl.scans.dicom_geometry`; both only serve this module.
+
 Why pydicom directly and not MONAI's PydicomReader (monai 1.6): its ``get_data`` serialises
 the whole header, identifiers included, with ``Dataset.to_json_dict``, and pydicom logs the
 invalid values it meets there verbatim (an invalid StudyInstanceUID lands in a WARNING line).
@@ -27,12 +32,27 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from monai.data.utils import orientation_ras_lps
 from pydicom import config
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut
 
+from medvl.scans.dicom_geometry import (
+    _affine_2d,
+    _multiframe_positions,
+    _pixel_spacing,
+    _slice_gap,
+    _stack,
+)
+from medvl.scans.dicom_values import (
+    _dcmread,
+    _decode,
+    _frame_groups,
+    _int_or,
+    _lookup,
+    _n_frames,
+    _photometric,
+    _require_image,
+    _voi_window,
+)
 from medvl.scans.errors import ScanError
 
 __all__ = ["DICOM_EXTENSIONS", "DicomImage", "read_dicom_file", "read_dicom_series"]
@@ -40,12 +60,6 @@ __all__ = ["DICOM_EXTENSIONS", "DicomImage", "read_dicom_file", "read_dicom_seri
 logger = logging.getLogger(__name__)
 
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
-# (implicit VR, little endian) as pydicom's parser found them -> transfer syntax
-_GUESSED_SYNTAX = {
-    (True, True): pydicom.uid.ImplicitVRLittleEndian,
-    (False, True): pydicom.uid.ExplicitVRLittleEndian,
-    (False, False): pydicom.uid.ExplicitVRBigEndian,
-}
 
 
 @dataclass(frozen=True)
@@ -186,117 +200,6 @@ def _read_series(folder: Path, series_uid: str | None) -> DicomImage:
     return DicomImage(array, affine, window=window, **_summary(first))
 
 
-# -- reading --------------------------------------------------------------------------------
-
-
-def _dcmread(path: Path, stop_before_pixels: bool) -> Dataset:
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
-    except InvalidDicomError:
-        pass  # no 128-byte preamble: perhaps an old ACR-NEMA style file, tried below
-    except Exception as e:
-        raise ScanError(
-            f"{path}: cannot read the DICOM header, truncated or corrupt file? "
-            f"({type(e).__name__}: {e})"
-        ) from e
-    # force=True parses almost any bytes into *something*, so keep the result only when it
-    # looks like a DICOM object.
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
-        ok = "SOPClassUID" in ds or ("Rows" in ds and "Columns" in ds)
-    except Exception as e:
-        raise ScanError(
-            f"{path}: not a DICOM file (no DICM preamble, and its bytes do not parse "
-            "as a DICOM dataset)"
-        ) from e
-    if not ok:
-        raise ScanError(f"{path}: not a DICOM file (no DICM preamble, no SOP class, no image)")
-    if "TransferSyntaxUID" not in ds.file_meta:  # needed to decode: say what the parser found
-        ds.file_meta.TransferSyntaxUID = _GUESSED_SYNTAX[ds.original_encoding]
-    return ds
-
-
-def _require_image(ds: Dataset, path: Path) -> None:
-    if "Rows" not in ds or "Columns" not in ds:
-        raise ScanError(
-            f"{path}: the DICOM file holds no image (Modality "
-            f"{ds.get('Modality') or 'unknown'}, no Rows/Columns)"
-        )
-
-
-def _decode(ds: Dataset, path: Path) -> np.ndarray:
-    """All frames of ``ds`` as float32 ``(frames, rows, columns, samples)`` in output units."""
-    try:
-        stored = ds.pixel_array
-    except Exception as e:
-        raise ScanError(
-            f"{path}: cannot decode the pixel data ({_syntax(ds)}), truncated or "
-            f"corrupt file? ({type(e).__name__}: {e})"
-        ) from e
-    if _photometric(ds) == "PALETTE COLOR":
-        stored = apply_color_lut(stored, ds)
-    n = _n_frames(ds)
-    stored = stored.reshape(n, int(ds.Rows), int(ds.Columns), -1)
-    if stored.shape[-1] > 1:  # colour: nothing to rescale
-        return stored.astype(np.float32)
-    out = np.empty(stored.shape, np.float32)
-    for k, group in enumerate(_frame_groups(ds, n)):
-        slope, intercept = _rescale(ds, group)
-        out[k] = _finish_values(stored[k] * slope + intercept, ds, slope, intercept)
-    return out
-
-
-def _finish_values(
-    values: np.ndarray, ds: Dataset, slope: float, intercept: float, pivot: float | None = None
-) -> np.ndarray:
-    """Dose scaling and MONOCHROME1 on rescaled grayscale values.
-
-    ``pivot`` overrides the MONOCHROME1 mirror point (``pivot - value``) of float pixel data,
-    which is the frame's own min + max: for values that are not a whole frame (a VOI window).
-    """
-    if str(ds.get("Modality") or "") == "RTDOSE" and ds.get("DoseGridScaling"):
-        values = values * float(ds.DoseGridScaling)  # stored integers -> Gy
-    if _photometric(ds) == "MONOCHROME1":
-        # MONOCHROME1 displays low values bright. Mirror within the nominal stored range
-        # (through the rescale), not the image's own min/max, so slices of a series agree.
-        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            return (values.min() + values.max() if pivot is None else pivot) - values
-        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
-        # lo + hi of the stored range: -1 if signed (-2^(b-1) .. 2^(b-1)-1), else 2^b - 1
-        span = -1 if ds.get("PixelRepresentation") else 2**bits - 1
-        values = span * slope + 2 * intercept - values
-    return values
-
-
-def _voi_window(ds: Dataset, first_frame: np.ndarray) -> tuple[float, float] | None:
-    """The first VOI window of ``ds`` as ``(center, width)`` in the units load_scan returns.
-
-    WindowCenter/WindowWidth (PS3.3 C.11.2) apply to the output of the modality LUT, i.e. the
-    rescaled values. The pixels medvl returns are also dose-scaled (RTDOSE) and, for
-    MONOCHROME1, mirrored; the window's two ends go through the same mapping so that it still
-    selects the same tissue. Enhanced multi-frame files keep it in FrameVOILUTSequence (the
-    first frame's is taken). A non-linear VOILUTSequence is ignored; a window whose width is
-    not positive, or a colour image (VOI LUTs apply to grayscale only), gives None.
-
-    Args:
-        ds: the dataset (its first frame's window is returned).
-        first_frame: the first frame's output values, ``(rows, columns, samples)``: their min +
-            max is the MONOCHROME1 mirror point of float pixel data.
-    """
-    if first_frame.shape[-1] != 1:
-        return None
-    group = _frame_groups(ds, _n_frames(ds))[0]
-    center = _first_float(_lookup(ds, group, "FrameVOILUTSequence", "WindowCenter"))
-    width = _first_float(_lookup(ds, group, "FrameVOILUTSequence", "WindowWidth"))
-    if center is None or width is None or not width > 0:
-        return None
-    slope, intercept = _rescale(ds, group)
-    pivot = float(first_frame.min()) + float(first_frame.max())
-    ends = np.array([center - width / 2, center + width / 2], dtype=np.float64)
-    lo, hi = sorted(float(v) for v in _finish_values(ends, ds, slope, intercept, pivot))
-    return (lo + hi) / 2, hi - lo
-
-
 # -- folders --------------------------------------------------------------------------------
 
 
@@ -346,98 +249,7 @@ def _check_same_size(slices: list[tuple[Path, Dataset]], folder: Path) -> None:
         raise ScanError(f"{folder}: slices of different sizes (rows x columns): {'; '.join(parts)}")
 
 
-# -- geometry -------------------------------------------------------------------------------
-
-
-def _stack(
-    frames: np.ndarray,
-    positions: np.ndarray | None,
-    iop,
-    spacing: tuple[float, float],
-    gap: float,
-    where: Path,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``(F, rows, columns, S)`` -> ``(S, X, Y, Z)`` and the RAS voxel->world affine."""
-    if positions is None or iop is None:
-        msg = (
-            "%s: no ImagePositionPatient/ImageOrientationPatient; axes kept as stored: "
-            "x columns, y rows, z frames (or slices in InstanceNumber order)"
-        )
-        logger.warning(msg, where)
-        affine = np.diag([spacing[1], spacing[0], gap or 1.0, 1.0])
-        return np.ascontiguousarray(frames.transpose(3, 2, 1, 0)), affine
-    row_dir, col_dir = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
-    normal = np.cross(row_dir, col_dir)
-    order = np.argsort(positions @ normal, kind="stable")
-    frames, positions = frames[order], positions[order]
-    depth = positions @ normal
-    gaps = np.diff(depth)
-    if np.any(gaps < 1e-3):
-        raise ScanError(
-            f"{where}: {int(np.sum(gaps < 1e-3)) + 1} slices share a position (several "
-            "echoes, phases or time points in one series?); medvl loads one 3D volume"
-        )
-    if gaps.max() - gaps.min() > 0.01 * gaps.mean():
-        msg = "%s: uneven slice spacing (%.4g to %.4g mm); the affine uses the mean"
-        logger.warning(msg, where, gaps.min(), gaps.max())
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * spacing[1]  # along a row = next column
-    lps[:3, 1] = col_dir * spacing[0]  # along a column = next row
-    lps[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1)
-    lps[:3, 3] = positions[0]
-    return np.ascontiguousarray(frames.transpose(3, 2, 1, 0)), orientation_ras_lps(lps)
-
-
-def _multiframe_positions(ds: Dataset, n: int, iop) -> np.ndarray | None:
-    groups = _frame_groups(ds, n)
-    per_frame = [_item(g, "PlanePositionSequence", "ImagePositionPatient") for g in groups]
-    if all(p is not None for p in per_frame):  # enhanced multi-frame
-        return np.asarray(per_frame, float)
-    ipp = ds.get("ImagePositionPatient")
-    if ipp is None or iop is None:
-        return None
-    offsets = ds.get("GridFrameOffsetVector")  # RTDOSE
-    if offsets is not None and len(offsets) == n:
-        # Relative to ImagePositionPatient, or absolute z when the first is not 0.
-        steps = np.asarray(offsets, float) - float(offsets[0])
-    elif _slice_gap(ds):
-        steps = np.arange(n) * _slice_gap(ds)
-    else:
-        return None
-    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-    return np.asarray(ipp, float) + steps[:, None] * normal
-
-
-def _affine_2d(ds: Dataset) -> np.ndarray:
-    row, col = _pixel_spacing(ds)
-    return np.diag([col, row, 1.0, 1.0])
-
-
-def _pixel_spacing(ds: Dataset) -> tuple[float, float]:
-    """(row spacing, column spacing) in mm, 1.0 when the file does not say."""
-    groups = _frame_groups(ds, _n_frames(ds))
-    value = (
-        _lookup(ds, groups[0], "PixelMeasuresSequence", "PixelSpacing")
-        or ds.get("ImagerPixelSpacing")
-        or ds.get("NominalScannedPixelSpacing")
-    )
-    try:
-        row, col = (float(v) for v in value)
-    except (TypeError, ValueError):
-        return 1.0, 1.0
-    return (row, col) if row > 0 and col > 0 else (1.0, 1.0)
-
-
-def _slice_gap(ds: Dataset) -> float:
-    gap = _lookup(ds, None, "PixelMeasuresSequence", "SpacingBetweenSlices")
-    value = gap or _lookup(ds, None, "PixelMeasuresSequence", "SliceThickness")
-    try:
-        return abs(float(value))
-    except (TypeError, ValueError):
-        return 0.0
-
-
-# -- small header helpers -------------------------------------------------------------------
+# -- header fields -------------------------------------------------------------------------
 
 
 def _summary(ds: Dataset) -> dict:
@@ -448,64 +260,3 @@ def _summary(ds: Dataset) -> dict:
         "photometric": _photometric(ds) or None,
         "study_year": int(date[:4]) if date[:4].isdigit() else None,
     }
-
-
-def _first_float(value) -> float | None:
-    """A DS/IS value, or the first of several (VM > 1), as a finite float; else None."""
-    if value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
-        value = value[0] if len(value) else None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
-def _photometric(ds: Dataset) -> str:
-    return str(ds.get("PhotometricInterpretation") or "").strip().upper()
-
-
-def _syntax(ds: Dataset) -> str:
-    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    return uid.name if uid else "unknown transfer syntax"
-
-
-def _n_frames(ds: Dataset) -> int:
-    return max(_int_or(ds.get("NumberOfFrames"), 1), 1)
-
-
-def _int_or(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _frame_groups(ds: Dataset, n: int) -> list:
-    seq = ds.get("PerFrameFunctionalGroupsSequence")
-    return list(seq) if seq is not None and len(seq) == n else [None] * n
-
-
-def _item(group, sequence: str, keyword: str):
-    seq = group.get(sequence) if group is not None else None
-    return seq[0].get(keyword) if seq else None
-
-
-def _lookup(ds: Dataset, frame_group, sequence: str, keyword: str):
-    """``keyword`` where enhanced files keep it (this frame's functional group, then the shared
-    one), else at the top level as in classic files."""
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    for group in (frame_group, shared[0] if shared else None):
-        value = _item(group, sequence, keyword)
-        if value is not None:
-            return value
-    return ds.get(keyword)
-
-
-def _rescale(ds: Dataset, frame_group) -> tuple[float, float]:
-    slope = _lookup(ds, frame_group, "PixelValueTransformationSequence", "RescaleSlope")
-    intercept = _lookup(ds, frame_group, "PixelValueTransformationSequence", "RescaleIntercept")
-    return (
-        float(slope) if slope not in (None, "") else 1.0,
-        float(intercept) if intercept not in (None, "") else 0.0,
-    )

@@ -146,6 +146,37 @@ def extent_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
     return round(float(max(sides)), 1)
 
 
+def label_findings(
+    names: tuple[str, ...],
+    masks: dict[str, np.ndarray],
+    grades: dict[str, int],
+    where: dict[str, str],
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    empty: str,
+) -> tuple[np.ndarray, list[Finding]]:
+    """The finding label map and one `Finding` per name, from each finding's own mask.
+
+    Finding k of ``names`` gets label value k (later findings drawn over earlier ones); its box
+    and extent come from its whole mask. A name without a mask has an empty one.
+
+    Raises:
+        RuntimeError: A finding with a grade has no voxel; the message is ``empty`` formatted
+            with ``name`` and ``grade``.
+    """
+    label = np.zeros(shape, np.uint8)
+    findings = []
+    for value, name in enumerate(names, 1):
+        m = masks.get(name, np.zeros(shape, bool))
+        if grades[name] and not m.any():
+            raise RuntimeError(empty.format(name=name, grade=grades[name]))
+        label[m] = value
+        findings.append(
+            Finding(name, grades[name], mask_box(m), value, where.get(name), extent_mm(m, spacing))
+        )
+    return label, findings
+
+
 def smooth_noise(
     rng: np.random.Generator, shape: tuple[int, ...], sigma: float | tuple[float, ...]
 ) -> np.ndarray:

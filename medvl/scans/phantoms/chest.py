@@ -24,10 +24,9 @@ import numpy as np
 from scipy import ndimage
 
 from medvl.scans.phantoms.case import (
-    Finding,
     PhantomCase,
     blob,
-    extent_mm,
+    label_findings,
     mask_box,
     rng_for,
     smooth_noise,
@@ -259,16 +258,8 @@ def make_chest_case(seed: int) -> PhantomCase:
     t = _Thorax(rng, ctr)
     masks, where = _findings(rng, t, grades)
     image = _render(rng, t, masks)
-    label = np.zeros((SIZE, SIZE), np.uint8)
-    findings = []
-    for value, name in enumerate(FINDINGS, 1):
-        m = masks.get(name, np.zeros((SIZE, SIZE), bool))
-        if grades[name] and not m.any():
-            raise RuntimeError(f"chest seed {seed}: {name} of grade {grades[name]} is empty")
-        label[m] = value
-        findings.append(
-            Finding(name, grades[name], mask_box(m), value, where.get(name), extent_mm(m, SPACING))
-        )
+    empty = f"chest seed {seed}: {{name}} of grade {{grade}} is empty"
+    label, findings = label_findings(FINDINGS, masks, grades, where, (SIZE, SIZE), SPACING, empty)
     lab = np.zeros((SIZE, SIZE), np.uint8)
     lab[t.body] = TISSUES["body"]
     lab[(np.abs(t.x - t.cx) < 17) & t.body & (t.y < 175)] = TISSUES["mediastinum"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from medvl.scans.phantoms.case import Finding, PhantomCase, extent_mm, mask_box, rng_for
+from medvl.scans.phantoms.case import PhantomCase, label_findings, mask_box, rng_for
 from medvl.scans.phantoms.case import smooth_noise as _noise
 from medvl.scans.phantoms.draw import grow_tree, render_lines
 
@@ -279,23 +279,8 @@ def make_fundus_case(seed: int) -> PhantomCase:
     arteries, veins = _vessels(rng, eye)
     masks, where = _lesions(rng, eye, sev)
     image, lab = _render(rng, eye, arteries, veins, masks)
-    label = np.zeros((SIZE, SIZE), np.uint8)
-    findings = []
-    for value, name in enumerate(FINDINGS, 1):
-        m = masks.get(name, np.zeros((SIZE, SIZE), bool))
-        if sev[name] and not m.any():
-            raise RuntimeError(f"fundus seed {seed}: no room for {name}")
-        label[m] = value
-        findings.append(
-            Finding(
-                name,
-                sev[name] if m.any() else 0,
-                mask_box(m),
-                value,
-                where.get(name),
-                extent_mm(m, SPACING),
-            )
-        )
+    empty = f"fundus seed {seed}: no room for {{name}}"
+    label, findings = label_findings(FINDINGS, masks, sev, where, (SIZE, SIZE), SPACING, empty)
     structures = {
         "optic disc": mask_box(np.isin(lab, (TISSUES["optic_disc"], TISSUES["optic_cup"]))),
         "macula": mask_box(eye.dist(eye.fovea) < 1.5 * eye.disc_r),
