@@ -1,0 +1,321 @@
+"""Verifiable rewards for GRPO, with TRL's reward-function signature.
+
+Every reward is ``reward(completions, **columns) -> list[float | None]``: ``completions`` holds
+one completion per row, and each column is a ``Sample`` field given as a list with one value per
+row (``answer=[...]``, ``answer_type=[...]``, ``box=[...]``, ...). That is how TRL's
+``GRPOTrainer`` calls its ``reward_funcs`` (it also passes ``prompts``, ``completion_ids``,
+``trainer_state`` and every other dataset column; the rewards take them as ``**kwargs`` and
+ignore what they do not use), so each function here plugs into TRL as it is::
+
+    from medvl.train.rewards import accuracy_reward, box_iou_reward, format_reward
+    GRPOTrainer(..., reward_funcs=[format_reward, accuracy_reward, box_iou_reward("qwen2_vl")])
+
+A completion is a string or a TRL conversational completion, a list of messages
+``[{"role": "assistant", "content": "..."}]`` (the content a string or a list of
+``{"type": "text", "text": ...}`` parts); the text of its assistant messages is scored.
+
+A reward gives ``None`` for a row it does not apply to (IoU for a choice question, accuracy for
+a grounding question); TRL ignores those rows for that reward. An unreadable answer to a row it
+does apply to scores 0.0. Scoring is :mod:`medvl.eval.metrics`' and :mod:`medvl.eval.extract`'s,
+so training and evaluation agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from medvl.eval.extract import extract_grade
+from medvl.eval.metrics import answer_correct, box_iou, severity_abs_error
+from medvl.model.grounding import COORDINATES, parse_box, parse_box_3d
+from medvl.model.prompts import parse_response, severity_scale_for
+
+RewardFunc = Callable[..., list[float | None]]
+
+__all__ = [
+    "DEFAULT_REWARDS",
+    "RewardFunc",
+    "accuracy_reward",
+    "box_iou_reward",
+    "completion_text",
+    "default_rewards",
+    "format_reward",
+    "reasoning_length_reward",
+    "severity_reward",
+]
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion: a string, or a TRL conversational completion.
+
+    Args:
+        completion: A string; a list of messages (``{"role": ..., "content": ...}``) whose
+            assistant messages are joined (all messages when none is marked assistant); or one
+            message. Content may be a string or a list of ``{"type": "text", "text": ...}``
+            parts.
+
+    Returns:
+        The text; ``""`` for anything else. Never raises.
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        completion = [completion]
+    if not isinstance(completion, Sequence):
+        return ""
+    messages = [m for m in completion if isinstance(m, Mapping)]
+    assistant = [m for m in messages if m.get("role") == "assistant"]
+    return "".join(_content_text(m.get("content")) for m in assistant or messages)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = [p.get("text") for p in content if isinstance(p, Mapping)]
+        return "".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def _column(values: Any, n: int, name: str) -> list[Any]:
+    """A column as one value per row: None -> all None; a list must have one value per row."""
+    if values is None:
+        return [None] * n
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"column {name!r} must be a list with one value per completion")
+    if len(values) != n:
+        raise ValueError(f"column {name!r} has {len(values)} values for {n} completions")
+    return list(values)
+
+
+def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """1.0 for a reply in the asked shape ``<think>…</think><answer>…</answer>``, else 0.0.
+
+    Well formed means :func:`medvl.model.prompts.parse_response` with ``reasoning=True``: a
+    non-empty think block, then one non-empty answer block, nothing else but whitespace, no
+    stray or nested tags.
+
+    Args:
+        completions: One completion per row (strings or conversational).
+        **kwargs: Other columns; ignored.
+
+    Returns:
+        1.0 or 0.0 per row; never None.
+    """
+    return [
+        1.0 if parse_response(completion_text(c), reasoning=True).well_formed else 0.0
+        for c in completions
+    ]
+
+
+def accuracy_reward(
+    completions: Sequence[Any],
+    answer: Sequence[Any],
+    answer_type: Sequence[str],
+    options: Sequence[Mapping[str, str] | None] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """1.0 when the ``<answer>`` part is the reference answer, else 0.0.
+
+    Correctness is :func:`medvl.eval.metrics.answer_correct` on the answer that
+    ``parse_response`` reads (the bare reply when there are no tags): option letter for
+    ``choice``, yes/no for ``closed``, normalised exact match for ``open``, exact grade for
+    ``severity``.
+
+    Args:
+        completions: One completion per row.
+        answer: The reference answers (``Sample.answer``).
+        answer_type: The rows' answer types.
+        options: The rows' choice options (letter -> text, or None).
+        **kwargs: Other columns; ignored.
+
+    Returns:
+        1.0 or 0.0 per row; None for grounding rows (use :func:`box_iou_reward`) and rows
+        without an answer or answer type.
+    """
+    n = len(completions)
+    answers = _column(answer, n, "answer")
+    kinds = _column(answer_type, n, "answer_type")
+    opts = _column(options, n, "options")
+    rewards: list[float | None] = []
+    for completion, ref, kind, opt in zip(completions, answers, kinds, opts, strict=True):
+        if ref is None or kind is None or kind == "grounding":
+            rewards.append(None)
+            continue
+        said = parse_response(completion_text(completion)).answer
+        rewards.append(1.0 if answer_correct(said, ref, kind, opt) else 0.0)
+    return rewards
+
+
+def _per_row_sizes(image_size: Any, n: int) -> list[Any]:
+    """``image_size`` per row; one ``(width, height)`` pair of numbers is shared by all rows."""
+    if (
+        isinstance(image_size, Sequence)
+        and len(image_size) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in image_size)
+    ):
+        return [image_size] * n
+    return _column(image_size, n, "image_size")
+
+
+def box_iou_reward(family: str) -> RewardFunc:
+    """A reward: IoU of the box a reply gives with the row's reference box.
+
+    The box is read from the ``<answer>`` part (the bare reply without tags) in the family's
+    native text (:func:`medvl.model.grounding.parse_box`) for a 2D reference box, or as
+    ``bbox_3d`` (:func:`medvl.model.grounding.parse_box_3d`) when the reference has 6 numbers.
+    IoU is :func:`medvl.eval.metrics.box_iou`.
+
+    Args:
+        family: The model family, ``qwen2_vl``, ``qwen2_5_vl`` or ``qwen3_vl``: decides what
+            the numbers of a 2D box mean.
+
+    Returns:
+        ``reward(completions, box, image_size=None, **kwargs) -> list[float | None]``, named
+        ``box_iou_reward_<family>`` (TRL logs rewards by ``__name__``). ``box`` is the rows'
+        normalised reference boxes; ``image_size`` the resized ``(width, height)`` each row's
+        image had for the model (one pair for all rows is accepted too), needed for
+        ``qwen2_5_vl`` 2D boxes. Per row: the IoU; 0.0 when no valid box can be read; None
+        when the row has no box.
+
+    Raises:
+        ValueError: For an unknown family; the reward raises for a ``qwen2_5_vl`` 2D row
+            without ``image_size`` (a set-up error, not a bad reply).
+    """
+    if family not in COORDINATES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {list(COORDINATES)}")
+
+    def reward(
+        completions: Sequence[Any],
+        box: Sequence[Sequence[float] | None],
+        image_size: Any = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        n = len(completions)
+        boxes, sizes = _column(box, n, "box"), _per_row_sizes(image_size, n)
+        rewards: list[float | None] = []
+        for completion, true, size in zip(completions, boxes, sizes, strict=True):
+            if true is None:
+                rewards.append(None)
+                continue
+            said = parse_response(completion_text(completion)).answer
+            pred = parse_box_3d(said) if len(true) == 6 else parse_box(said, family, size)
+            rewards.append(0.0 if pred is None or len(pred) != len(true) else box_iou(pred, true))
+        return rewards
+
+    reward.__name__ = reward.__qualname__ = f"box_iou_reward_{family}"
+    return reward
+
+
+def _scale_top(max_grade: Any, anatomy: Any, modality: Any) -> int | None:
+    if max_grade is not None:
+        return int(max_grade)
+    scale = severity_scale_for({"anatomy": anatomy or "", "modality": modality or ""})
+    return None if scale is None else scale.high
+
+
+def severity_reward(
+    completions: Sequence[Any],
+    severity: Sequence[int | None],
+    max_grade: int | Sequence[int | None] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """Partial credit for a severity grade: ``1 - |pred - true| / max_grade``, clipped to [0, 1].
+
+    The grade is read from the ``<answer>`` part with :func:`medvl.eval.extract.extract_grade`
+    (a grade above the scale is unreadable) and compared with
+    :func:`medvl.eval.metrics.severity_abs_error`.
+
+    ``max_grade``, the top of the scale, is the given value when not None (one number for all
+    rows, or one per row), else the top of the sample's scale from its ``anatomy`` and
+    ``modality`` columns (``medvl.model.prompt_text.SEVERITY_SCALES``: knee MRI MOAKS 0-3, knee
+    X-ray Kellgren-Lawrence 0-4, fundus ICDR 0-4). With neither, the reward is exact match
+    (1.0 or 0.0).
+
+    Args:
+        completions: One completion per row.
+        severity: The rows' reference grades (``Sample.severity``).
+        max_grade: The top grade, see above.
+        **kwargs: Other columns; ``anatomy`` and ``modality`` are read.
+
+    Returns:
+        A float in [0, 1] per row; 0.0 for an unreadable grade; None for rows without severity.
+    """
+    n = len(completions)
+    grades = _column(severity, n, "severity")
+    if max_grade is None or isinstance(max_grade, (int, float)):
+        tops = [max_grade] * n
+    else:
+        tops = _column(max_grade, n, "max_grade")
+    anatomy = _column(kwargs.get("anatomy"), n, "anatomy")
+    modality = _column(kwargs.get("modality"), n, "modality")
+    rewards: list[float | None] = []
+    for completion, true, top, ana, mod in zip(
+        completions, grades, tops, anatomy, modality, strict=True
+    ):
+        if true is None:
+            rewards.append(None)
+            continue
+        top = _scale_top(top, ana, mod)
+        said = parse_response(completion_text(completion)).answer
+        error = severity_abs_error(extract_grade(said, max_grade=top), true)
+        if error is None:
+            rewards.append(0.0)
+        elif top is None or top <= 0:
+            rewards.append(1.0 if error == 0 else 0.0)
+        else:
+            rewards.append(max(0.0, 1.0 - error / top))
+    return rewards
+
+
+def reasoning_length_reward(min_words: int = 20, max_words: int = 300) -> RewardFunc:
+    """A reward for reasoning of a sensible length, in words of the ``<think>`` block.
+
+    1.0 for ``min_words <= words <= max_words``; below the band it ramps linearly from 0.0 at
+    no words up to 1.0 at ``min_words``; above it falls linearly from 1.0 at ``max_words`` to
+    0.0 at ``2 * max_words`` and stays 0.0. A reply without a think block (or an empty one)
+    scores 0.0. Words are whitespace-separated tokens.
+
+    Args:
+        min_words: Bottom of the band (>= 0).
+        max_words: Top of the band (>= ``min_words``, > 0).
+
+    Returns:
+        ``reward(completions, **kwargs) -> list[float | None]`` named
+        ``reasoning_length_reward_<min>_<max>``; never None per row.
+
+    Raises:
+        ValueError: For a band that is not ``0 <= min_words <= max_words``, ``max_words > 0``.
+    """
+    if not 0 <= min_words <= max_words or max_words <= 0:
+        raise ValueError(
+            f"need 0 <= min_words <= max_words and max_words > 0, got {min_words}, {max_words}"
+        )
+
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        rewards: list[float | None] = []
+        for completion in completions:
+            reasoning = parse_response(completion_text(completion)).reasoning
+            words = len(reasoning.split()) if reasoning else 0
+            if words == 0:
+                rewards.append(0.0)
+            elif words < min_words:
+                rewards.append(words / min_words)
+            elif words <= max_words:
+                rewards.append(1.0)
+            else:
+                rewards.append(max(0.0, 1.0 - (words - max_words) / max_words))
+        return rewards
+
+    reward.__name__ = reward.__qualname__ = f"reasoning_length_reward_{min_words}_{max_words}"
+    return reward
+
+
+DEFAULT_REWARDS: list[RewardFunc] = [format_reward, accuracy_reward, severity_reward]
+"""Rewards that need no settings: format, accuracy, severity. Add :func:`box_iou_reward` for
+the model's family (or use :func:`default_rewards`) when the data has grounding rows."""
+
+
+def default_rewards(family: str) -> list[RewardFunc]:
+    """``DEFAULT_REWARDS`` plus ``box_iou_reward(family)``: every answer type scored."""
+    return [*DEFAULT_REWARDS, box_iou_reward(family)]

@@ -1,0 +1,194 @@
+"""GRPO rewards with TRL's signature (medvl.train.rewards)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from medvl.model.grounding import format_box, format_box_3d
+from medvl.train.rewards import (
+    DEFAULT_REWARDS,
+    accuracy_reward,
+    box_iou_reward,
+    completion_text,
+    default_rewards,
+    format_reward,
+    reasoning_length_reward,
+    severity_reward,
+)
+
+OPTIONS = {"A": "Meniscal tear", "B": "No tear"}
+
+
+def reply(answer: str, think: str | None = "The meniscus shows a linear signal.") -> str:
+    head = "" if think is None else f"<think>\n{think}\n</think>\n"
+    return f"{head}<answer>{answer}</answer>"
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    """A TRL conversational completion."""
+    return [{"role": "assistant", "content": text}]
+
+
+@pytest.fixture(params=["string", "conversational"])
+def wrap(request):
+    return (lambda text: text) if request.param == "string" else chat
+
+
+def test_completion_text_forms():
+    assert completion_text("abc") == "abc"
+    assert completion_text(chat("abc")) == "abc"
+    parts = [{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"text": "b"}]}]
+    assert completion_text(parts) == "ab"
+    assert completion_text({"role": "assistant", "content": "x"}) == "x"
+    assert completion_text(None) == ""
+
+
+def test_format_reward(wrap):
+    completions = [
+        reply("B"),
+        reply("B", think=None),  # no reasoning block
+        "B",
+        "<think>x</think><answer>B</answer> trailing",
+        "<think>a<think>b</think></think><answer>B</answer>",
+    ]
+    assert format_reward([wrap(c) for c in completions]) == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_accuracy_reward_per_answer_type(wrap):
+    completions = [
+        reply("B"),
+        reply("Meniscal tear"),  # the option's text: A, the answer is B
+        reply("Yes."),
+        reply("The medial meniscus"),
+        reply("Grade 2"),
+        reply('{"bbox_2d": [1, 2, 3, 4]}'),
+        "no",  # bare reply, no tags: still read
+    ]
+    rewards = accuracy_reward(
+        [wrap(c) for c in completions],
+        answer=["B", "B", "yes", "medial meniscus", "2", "box", "no"],
+        answer_type=["choice", "choice", "closed", "open", "severity", "grounding", "closed"],
+        options=[OPTIONS, OPTIONS, None, None, None, None, None],
+    )
+    assert rewards == [1.0, 0.0, 1.0, 1.0, 1.0, None, 1.0]
+
+
+BOX = [0.1, 0.2, 0.5, 0.6]
+SHIFTED = [0.3, 0.2, 0.7, 0.6]  # overlap 0.2 x 0.4 = 0.08, union 0.24: IoU 1/3
+
+
+@pytest.mark.parametrize(
+    ("family", "image_size"),
+    [("qwen2_vl", None), ("qwen2_5_vl", (400, 200)), ("qwen3_vl", None)],
+)
+def test_box_iou_reward_per_family(family, image_size, wrap):
+    reward = box_iou_reward(family)
+    assert reward.__name__ == f"box_iou_reward_{family}"
+    pred = format_box(SHIFTED, family, image_size, label="tear")
+    exact = format_box(BOX, family, image_size)
+    completions = [wrap(reply(pred)), wrap(reply(exact)), wrap(reply("no box")), wrap(reply("B"))]
+    sizes = [image_size] * 4
+    rewards = reward(completions, box=[BOX, BOX, BOX, None], image_size=sizes)
+    assert rewards[0] == pytest.approx(1 / 3, abs=1e-6)
+    assert rewards[1] == pytest.approx(1.0, abs=1e-6)
+    assert rewards[2:] == [0.0, None]
+
+
+def test_box_iou_reward_3d_and_shared_image_size(wrap):
+    true = [0.25, 0.25, 0.25, 0.75, 0.75, 0.75]
+    pred = format_box_3d([0, 0, 0, 0.5, 0.5, 0.5])
+    rewards = box_iou_reward("qwen2_5_vl")([wrap(reply(pred))], box=[true])
+    assert rewards == [pytest.approx(1 / 15, abs=1e-6)]
+    # A 2D reply to a 3D box reads as nothing.
+    assert box_iou_reward("qwen2_vl")([wrap(reply("(0,0),(500,500)"))], box=[true]) == [0.0]
+    # One (width, height) pair for every row.
+    text = reply(format_box(SHIFTED, "qwen2_5_vl", (400, 200)))
+    shared = box_iou_reward("qwen2_5_vl")([text, text], box=[BOX, BOX], image_size=[400, 200])
+    assert shared == [pytest.approx(1 / 3, abs=1e-6)] * 2
+
+
+def test_box_iou_reward_errors():
+    with pytest.raises(ValueError, match="family"):
+        box_iou_reward("llava")
+    with pytest.raises(ValueError, match="image_size"):
+        box_iou_reward("qwen2_5_vl")([reply('{"bbox_2d": [1, 2, 3, 4]}')], box=[BOX])
+
+
+def test_severity_reward(wrap):
+    completions = [wrap(reply(g)) for g in ("Grade 1", "3", "grade 9", "severe", "2", "2")]
+    rewards = severity_reward(
+        completions,
+        severity=[3, 3, 3, 3, None, 1],
+        anatomy=["knee", "knee", "knee", "knee", "knee", "liver"],
+        modality=["X-ray", "X-ray", "X-ray", "X-ray", "X-ray", "CT"],
+    )
+    # Knee X-ray: Kellgren-Lawrence 0-4. Liver CT has no known scale: exact match only.
+    assert rewards == [pytest.approx(0.5), 1.0, 0.0, 0.0, None, 0.0]
+    # A given max_grade overrides the sample's scale (knee MRI MOAKS would be 0-3).
+    given = severity_reward([wrap(reply("1"))], severity=[3], max_grade=8, anatomy=["knee"])
+    assert given == [pytest.approx(0.75)]
+    moaks = severity_reward([reply("2")], severity=[3], anatomy=["knee"], modality=["MRI"])
+    assert moaks == [pytest.approx(2 / 3)]
+
+
+def test_reasoning_length_reward(wrap):
+    reward = reasoning_length_reward(min_words=4, max_words=10)
+    assert reward.__name__ == "reasoning_length_reward_4_10"
+    completions = [reply("B", " ".join(["word"] * n)) for n in (2, 4, 10, 15, 20, 40)]
+    completions.append(reply("B", think=None))
+    assert reward([wrap(c) for c in completions]) == [0.5, 1.0, 1.0, 0.5, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError):
+        reasoning_length_reward(min_words=10, max_words=5)
+
+
+def test_trl_signature_with_unrelated_columns():
+    """TRL calls reward(prompts=..., completions=..., completion_ids=..., **every column)."""
+    columns = {
+        "answer": ["B", "yes", "box", "2"],
+        "answer_type": ["choice", "closed", "grounding", "severity"],
+        "options": [OPTIONS, None, None, None],
+        "box": [None, None, BOX, None],
+        "severity": [None, None, None, 2],
+    }
+    columns.update(
+        id=["a", "b", "c", "d"],
+        image=["x.png"] * 4,
+        modality=["MRI"] * 4,
+        anatomy=["knee"] * 4,
+        question=["q"] * 4,
+        mask=[None] * 4,
+        reasoning=[None] * 4,
+        split=["train"] * 4,
+        source=["phantom"] * 4,
+        meta=[{}] * 4,
+        prompts=[[{"role": "user", "content": "q"}]] * 4,
+        completion_ids=[[1, 2, 3]] * 4,
+        trainer_state=None,
+    )
+    completions = [
+        chat(reply("B")),
+        chat(reply("no")),
+        chat(reply(format_box(BOX, "qwen3_vl"))),
+        chat(reply("2")),
+    ]
+    expected = {
+        "format_reward": [1.0, 1.0, 1.0, 1.0],
+        "accuracy_reward": [1.0, 0.0, None, 1.0],
+        "severity_reward": [None, None, None, 1.0],
+        "box_iou_reward_qwen3_vl": [None, None, pytest.approx(1.0, abs=1e-6), None],
+        "reasoning_length_reward_20_300": [0.3] * 4,  # 6 words of 20
+    }
+    funcs = [*default_rewards("qwen3_vl"), reasoning_length_reward()]
+    assert funcs[:3] == DEFAULT_REWARDS
+    for func in funcs:
+        assert "completions" in inspect.signature(func).parameters
+        rewards = func(completions=completions, **columns)
+        assert rewards == expected[func.__name__], func.__name__
+        assert all(r is None or isinstance(r, float) for r in rewards)
+
+
+def test_column_length_mismatch_is_loud():
+    with pytest.raises(ValueError, match="answer"):
+        accuracy_reward(["B", "C"], answer=["B"], answer_type=["choice", "choice"])
