@@ -11,8 +11,12 @@ Public API::
     box_iou(pred, true) -> float                       # 2D or 3D normalised boxes
     dice(pred, true), mask_iou(pred, true), hd95(pred, true, spacing=None) -> float
     severity_abs_error(pred, true) -> float | None
+    proportion_ci(successes, n, confidence=0.95, method="wilson") -> Interval  # medvl.eval.stats
+    bootstrap_ci(values, statistic=np.mean, ...) -> Interval
+    paired_bootstrap(a, b, ...), mcnemar(correct_a, correct_b), paired_wilcoxon(a, b) -> Comparison
+    align_by_id(pred_a, pred_b, strict=True) -> (a, b)   # per-id predictions -> aligned arrays
 
-The runner, statistics and reports are planned.
+The runner and reports are planned.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ _LAZY = {
         "answer_correct", "box_iou", "dice", "hd95", "mask_iou", "severity_abs_error", "token_f1"
     )
 }  # fmt: skip
+# The statistics import scipy: resolved on first use as well.
+_LAZY.update(
+    {
+        name: "medvl.eval.stats"
+        for name in (
+            "Comparison", "Interval", "align_by_id", "bootstrap_ci", "mcnemar",
+            "paired_bootstrap", "paired_wilcoxon", "proportion_ci",
+        )
+    }
+)  # fmt: skip
 
 if TYPE_CHECKING:
     from medvl.eval.metrics import (
@@ -40,6 +54,16 @@ if TYPE_CHECKING:
         severity_abs_error,
         token_f1,
     )
+    from medvl.eval.stats import (
+        Comparison,
+        Interval,
+        align_by_id,
+        bootstrap_ci,
+        mcnemar,
+        paired_bootstrap,
+        paired_wilcoxon,
+        proportion_ci,
+    )
 
 
 def __getattr__(name: str):
@@ -49,7 +73,11 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Comparison",
+    "Interval",
+    "align_by_id",
     "answer_correct",
+    "bootstrap_ci",
     "box_iou",
     "dice",
     "extract_choice",
@@ -57,7 +85,11 @@ __all__ = [
     "extract_yes_no",
     "hd95",
     "mask_iou",
+    "mcnemar",
     "normalize_text",
+    "paired_bootstrap",
+    "paired_wilcoxon",
+    "proportion_ci",
     "severity_abs_error",
     "token_f1",
 ]
