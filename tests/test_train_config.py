@@ -9,8 +9,8 @@ from typing import Literal
 import pytest
 import yaml
 
+from medvl.config import ConfigError, YamlConfig, coerce, parse_overrides
 from medvl.data.dataset import DatasetConfig
-from medvl.train.config import ConfigError, YamlConfig, coerce, parse_overrides
 from medvl.train.sft import SFTConfig, expand_resume
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

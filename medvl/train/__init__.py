@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 # Resolved on first use: importing torch, accelerate and MONAI takes seconds, and
 # `python -m medvl.train.sft` must not import the module twice through the package.
 _LAZY = {
-    "ConfigError": "medvl.train.config",
-    "YamlConfig": "medvl.train.config",
+    "ConfigError": "medvl.config",
+    "YamlConfig": "medvl.config",
     "TrainerState": "medvl.train.checkpoint",
     "latest_checkpoint": "medvl.train.checkpoint",
     "list_checkpoints": "medvl.train.checkpoint",
@@ -29,8 +29,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from medvl.config import ConfigError, YamlConfig
     from medvl.train.checkpoint import TrainerState, latest_checkpoint, list_checkpoints
-    from medvl.train.config import ConfigError, YamlConfig
     from medvl.train.sft import SFTTrainer, run_sft
     from medvl.train.sft_config import SFTConfig
 

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from medvl.train.config import atomic_write_text
+from medvl.config import atomic_write_text
 
 __all__ = [
     "EpochSampler",

@@ -33,6 +33,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from medvl.config import ConfigError
 from medvl.data.dataset import MedVLDataset
 from medvl.train.checkpoint import (
     EpochSampler,
@@ -45,7 +46,6 @@ from medvl.train.checkpoint import (
     swap_in,
     truncate_log,
 )
-from medvl.train.config import ConfigError
 from medvl.train.sft_config import SFTConfig
 
 __all__ = ["SFTConfig", "SFTTrainer", "expand_resume", "load_model", "run_sft"]

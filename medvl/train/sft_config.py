@@ -8,15 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from medvl.config import YamlConfig
 from medvl.data.dataset import DatasetConfig
-from medvl.train.config import YamlConfig
 
 __all__ = ["SFTConfig"]
 
 
 @dataclass
 class SFTConfig(YamlConfig):
-    """Everything an SFT run needs; load it with `SFTConfig.from_yaml` (see `medvl.train.config`).
+    """Everything an SFT run needs; load it with `SFTConfig.from_yaml` (see `medvl.config`).
 
     Attributes:
         model: A model folder / hub id for `MedVLM.from_pretrained`, or ``tiny:<family>-<size>``

@@ -1,5 +1,8 @@
 """Config dataclasses loadable from YAML and overridable from the command line.
 
+Shared by every layer that has a config (train and eval), so it sits at the top of the package
+and imports nothing from medvl.
+
 Every trainer and evaluator config (`SFTConfig`, later `GRPOConfig` and `EvalConfig`) is a
 dataclass that inherits `YamlConfig`::
 
