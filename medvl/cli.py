@@ -8,6 +8,8 @@ Every command has ``--help``. Commands:
     medvl data phantoms --out DIR    synthetic scans with known lesions, and their manifest
     medvl tiny build                 build a tiny offline Qwen-VL model into the cache
     medvl sft --config FILE          supervised fine-tuning (config keys overridable: --lr 1e-5)
+    medvl eval --config FILE         score a model on a manifest (resumable predictions JSONL)
+    medvl report PRED... --out DIR   report with CIs, paired comparisons and plots
     medvl quickstart                 the end-to-end tour on bundled real scans
 """
 
@@ -120,6 +122,30 @@ def _cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from medvl.config import ConfigError
+    from medvl.eval.runner import run_eval
+
+    try:
+        run_eval(args.config, list(args.overrides))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from medvl.eval.report import PredictionFileError, make_report
+
+    try:
+        report = make_report(args.predictions, args.out, names=args.names)
+    except (PredictionFileError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``medvl`` command (exposed for tests and docs)."""
     from medvl.model.families import FAMILIES, SIZES
@@ -214,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume from the latest checkpoint in output_dir, or from the one given",
     )
     sft.set_defaults(func=_cmd_sft, accepts_overrides=True)
+
+    evaluate = commands.add_parser(
+        "eval", help="answer a manifest's questions and score them (resumable)",
+        description="Run a model over a manifest and append one scored prediction per sample to "
+        "a JSONL file (correct, IoU, Dice, HD95, token F1, severity error, latency, tokens). A "
+        "rerun skips the ids already written. Any config key can be overridden after the config, "
+        "e.g. `medvl eval --config configs/eval_tiny.yaml --model outputs/sft_tiny/final`.",
+    )
+    evaluate.add_argument("--config", required=True, help="a YAML config (configs/eval_*.yaml)")
+    evaluate.set_defaults(func=_cmd_eval, accepts_overrides=True)
+
+    report = commands.add_parser(
+        "report", help="a Markdown report with CIs, paired comparisons and plots",
+        description="Summarise one or more prediction files (one model each): accuracy per answer "
+        "type and modality with Wilson CIs, IoU/Dice with bootstrap CIs, HD95, format rate, and, "
+        "for several models, McNemar and paired-bootstrap comparisons against the first; writes "
+        "report.md, summary.json and PNG plots.",
+    )
+    report.add_argument("predictions", nargs="+", help="prediction JSONL files from `medvl eval`")
+    report.add_argument("--out", required=True, help="output folder")
+    report.add_argument("--names", nargs="+", help="a display name per file (default: its model)")
+    report.set_defaults(func=_cmd_report)
 
     quick = commands.add_parser(
         "quickstart", help="end-to-end tour on bundled real scans",

@@ -139,3 +139,28 @@ def test_sft_unknown_key_names_it(tmp_path, capsys):
     code = main(["sft", "--config", SFT_TINY, "--learning_rat", "1e-5"])
     assert code == 2
     assert "learning_rat" in capsys.readouterr().err
+
+
+def test_eval_then_report(tmp_path, capsys):
+    assert main(["data", "phantoms", "--out", str(tmp_path / "ph"), "--n", "1",
+                 "--kinds", "chest"]) == 0
+    manifest = capsys.readouterr().out.strip().splitlines()[-1]
+    preds = tmp_path / "preds.jsonl"
+    args = ["eval", "--config", str(Path(SFT_TINY).with_name("eval_tiny.yaml")), "--manifest",
+            manifest, "--output", str(preds), "--max_samples", "3", "--max_new_tokens", "4",
+            "--progress", "false"]
+    assert main(args) == 0
+    lines = preds.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line)["model"] for line in lines)
+    assert main(["report", str(preds), "--out", str(tmp_path / "rep")]) == 0
+    report = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report.name == "report.md" and "accuracy" in report.read_text().lower()
+    assert (tmp_path / "rep" / "summary.json").is_file()
+
+
+def test_report_on_a_missing_key_names_the_line(tmp_path, capsys):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text(json.dumps({"id": "a", "model": "m", "correct": True}) + "\n"
+                   + json.dumps({"id": "b", "model": "m", "correct": True}) + "\n")
+    assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "p.jsonl:1" in capsys.readouterr().err

@@ -15,8 +15,13 @@ Public API::
     bootstrap_ci(values, statistic=np.mean, ...) -> Interval
     paired_bootstrap(a, b, ...), mcnemar(correct_a, correct_b), paired_wilcoxon(a, b) -> Comparison
     align_by_id(pred_a, pred_b, strict=True) -> (a, b)   # per-id predictions -> aligned arrays
-
-The runner and reports are planned.
+    EvalConfig.from_yaml(path, overrides) -> EvalConfig          # medvl.eval.runner
+    evaluate(config, model=None) -> predictions JSONL path       # batched, appended, resumable
+    run_eval(config_path, overrides) -> predictions path         # what `medvl eval` calls
+    read_predictions(path, repair=False) -> list[dict]; summarize(path_or_rows) -> dict
+    make_report(prediction_files, out_dir, names=None) -> Path  # medvl.eval.report: report.md,
+                                                       # summary.json, PNG plots; bad records
+                                                       # raise PredictionFileError (file:line)
 """
 
 from __future__ import annotations
@@ -43,6 +48,16 @@ _LAZY.update(
         )
     }
 )  # fmt: skip
+# The report imports scipy and (when writing) matplotlib: resolved on first use as well.
+_LAZY.update({name: "medvl.eval.report" for name in ("PredictionFileError", "make_report")})
+
+# The runner imports the model stack (torch, transformers) only when it runs.
+_LAZY.update(
+    {
+        name: "medvl.eval.runner"
+        for name in ("EvalConfig", "evaluate", "read_predictions", "run_eval", "summarize")
+    }
+)
 
 if TYPE_CHECKING:
     from medvl.eval.metrics import (
@@ -54,6 +69,8 @@ if TYPE_CHECKING:
         severity_abs_error,
         token_f1,
     )
+    from medvl.eval.report import PredictionFileError, make_report
+    from medvl.eval.runner import EvalConfig, evaluate, read_predictions, run_eval, summarize
     from medvl.eval.stats import (
         Comparison,
         Interval,
@@ -74,22 +91,29 @@ def __getattr__(name: str):
 
 __all__ = [
     "Comparison",
+    "EvalConfig",
     "Interval",
+    "PredictionFileError",
     "align_by_id",
     "answer_correct",
     "bootstrap_ci",
     "box_iou",
     "dice",
+    "evaluate",
     "extract_choice",
     "extract_grade",
     "extract_yes_no",
     "hd95",
+    "make_report",
     "mask_iou",
     "mcnemar",
     "normalize_text",
     "paired_bootstrap",
     "paired_wilcoxon",
     "proportion_ci",
+    "read_predictions",
+    "run_eval",
     "severity_abs_error",
+    "summarize",
     "token_f1",
 ]

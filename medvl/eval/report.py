@@ -1,0 +1,499 @@
+"""Reports of one or more models' prediction files: Markdown tables, a JSON summary, PNG plots.
+
+Input: the runner's prediction JSONL files (the **Prediction** contract), one model per file.
+Output in ``out_dir``::
+
+    report.md                    tables (GitHub/notebook Markdown), plots embedded by relative path
+    summary.json                 every number in the report (and a few more)
+    accuracy_by_answer_type.png  grouped bars with Wilson 95% CI error bars, one bar per model
+    accuracy_by_modality.png     the same per modality
+    iou.png                      box plot of per-sample IoU per model (only when a file has IoU)
+
+Per model: accuracy overall, per ``answer_type`` and per ``modality`` (Wilson 95% CI over the
+samples with ``correct`` not null); mean IoU / Dice / token F1 / severity error with bootstrap
+95% CIs; HD95 median (``inf`` when a mask was missed, see :mod:`medvl.eval.metrics`); format
+rate (``well_formed``); mean latency and tokens. With two or more models every other model is
+compared with the first on the sample ids they share: McNemar for correctness, paired bootstrap
+for IoU; Δ is *model − first model*, ``n`` is the number of pairs used.
+
+All statistics are :mod:`medvl.eval.stats`'s; bootstraps are seeded (same input, same report).
+Every file is written to a temporary file and renamed (``os.replace``), ``report.md`` last, so a
+crash leaves the previous report or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvl.eval.stats import (
+    Comparison,
+    Interval,
+    align_by_id,
+    bootstrap_ci,
+    mcnemar,
+    paired_bootstrap,
+    proportion_ci,
+)
+
+__all__ = ["PredictionFileError", "load_predictions", "make_report", "summarize_models"]
+
+REQUIRED_KEYS = ("id", "model", "correct", "answer_type")
+# Per-sample metrics summarised by their mean with a bootstrap CI (when present).
+MEAN_METRICS = ("iou", "dice", "token_f1", "severity_abs_error")
+SEED = 0
+N_RESAMPLES = 2000
+
+
+class PredictionFileError(ValueError):
+    """A prediction file that cannot be read; the message names the file and the line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def load_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read one prediction JSONL file.
+
+    Blank lines are skipped. A last line that is not valid JSON (a run killed mid-write) is
+    skipped with a warning; a bad line anywhere else, a record that is not an object, a record
+    without a required key (``id``, ``model``, ``correct``, ``answer_type``) or with ``correct``
+    other than true/false/null raises :class:`PredictionFileError` naming the file and line.
+    A repeated id keeps its first record (with a warning).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise PredictionFileError(f"{path}: cannot read prediction file ({err})") from err
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records: list[dict[str, Any]] = []
+    seen: set[Any] = set()
+    duplicates = 0
+    for pos, (lineno, line) in enumerate(numbered):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            if pos == len(numbered) - 1:
+                warnings.warn(
+                    f"{path}:{lineno}: skipping truncated last line ({err.msg})", stacklevel=2
+                )
+                break
+            raise PredictionFileError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
+        if not isinstance(rec, dict):
+            raise PredictionFileError(f"{path}:{lineno}: expected a JSON object per line")
+        missing = [k for k in REQUIRED_KEYS if k not in rec]
+        if missing:
+            raise PredictionFileError(
+                f"{path}:{lineno}: missing required key(s) {', '.join(missing)}"
+            )
+        if rec["correct"] is not None and not isinstance(rec["correct"], bool):
+            raise PredictionFileError(
+                f"{path}:{lineno}: 'correct' must be true, false or null, got {rec['correct']!r}"
+            )
+        key = _hashable(rec["id"])
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        records.append(rec)
+    if duplicates:
+        warnings.warn(f"{path}: {duplicates} repeated id(s), first record kept", stacklevel=2)
+    return records
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers
+
+
+def _numbers(records: Iterable[dict], key: str) -> np.ndarray:
+    """Float values of ``key`` where present and numeric (booleans count as 0/1)."""
+    out = []
+    for r in records:
+        v = r.get(key)
+        if isinstance(v, (bool, int, float)):
+            out.append(float(v))
+    arr = np.asarray(out, dtype=float)
+    return arr[~np.isnan(arr)]
+
+
+def _interval(iv: Interval) -> dict[str, Any]:
+    return asdict(iv)
+
+
+def _proportion(records: Sequence[dict], key: str = "correct") -> dict[str, Any] | None:
+    values = [r.get(key) for r in records if isinstance(r.get(key), bool)]
+    if not values:
+        return None
+    k = int(sum(values))
+    return {**_interval(proportion_ci(k, len(values))), "successes": k}
+
+
+def _grouped_accuracy(records: Sequence[dict], key: str) -> dict[str, Any]:
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(str(r.get(key) or "unknown"), []).append(r)
+    out = {}
+    for name in sorted(groups):
+        acc = _proportion(groups[name])
+        out[name] = acc if acc is not None else {"n": 0, "samples": len(groups[name])}
+    return out
+
+
+def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
+    summary: dict[str, Any] = {"file": source, "samples": len(records)}
+    summary["accuracy"] = _proportion(records)
+    summary["accuracy_by_answer_type"] = _grouped_accuracy(records, "answer_type")
+    summary["accuracy_by_modality"] = _grouped_accuracy(records, "modality")
+    for metric in MEAN_METRICS:
+        values = _numbers(records, metric)
+        if values.size and np.all(np.isfinite(values)):
+            summary[metric] = _interval(bootstrap_ci(values, n_resamples=N_RESAMPLES, seed=SEED))
+        elif values.size:  # an inf makes the mean meaningless: report the median instead
+            summary[metric] = {"median": float(np.median(values)), "n": int(values.size)}
+        else:
+            summary[metric] = None
+    hd = _numbers(records, "hd95")
+    summary["hd95"] = {"median": float(np.median(hd)), "n": int(hd.size)} if hd.size else None
+    summary["format_rate"] = _proportion(records, "well_formed")
+    for key in ("latency_s", "tokens"):
+        values = _numbers(records, key)
+        summary[key] = (
+            {"mean": float(values.mean()), "n": int(values.size)} if values.size else None
+        )
+    return summary
+
+
+def _comparison(cmp: Comparison) -> dict[str, Any]:
+    return asdict(cmp)
+
+
+def _compare(ref: Sequence[dict], other: Sequence[dict]) -> dict[str, Any]:
+    """``other`` against ``ref`` on their common ids (Δ = other − ref)."""
+    ref_ids = {_hashable(r["id"]) for r in ref}
+    common = sum(1 for r in other if _hashable(r["id"]) in ref_ids)
+    out: dict[str, Any] = {"common_ids": common, "accuracy": None, "iou": None}
+    if not common:
+        return out
+
+    def by_id(records: Sequence[dict], key: str) -> dict[Any, Any]:
+        vals = {}
+        for r in records:
+            v = r.get(key)
+            ok = isinstance(v, bool) if key == "correct" else isinstance(v, (int, float))
+            vals[_hashable(r["id"])] = float(v) if ok and v is not None else None
+        return vals
+
+    a, b = align_by_id(by_id(other, "correct"), by_id(ref, "correct"), strict=False)
+    if np.any(~(np.isnan(a) | np.isnan(b))):
+        out["accuracy"] = _comparison(mcnemar(a, b))
+    a, b = align_by_id(by_id(other, "iou"), by_id(ref, "iou"), strict=False)
+    if np.any(~(np.isnan(a) | np.isnan(b))):
+        out["iou"] = _comparison(paired_bootstrap(a, b, n_resamples=N_RESAMPLES, seed=SEED))
+    return out
+
+
+def summarize_models(
+    models: dict[str, Sequence[dict]], sources: dict[str, str] | None = None
+) -> dict:
+    """All the report's numbers for ``{model name: prediction records}`` (first = reference)."""
+    if not models:
+        raise ValueError("summarize_models: no models")
+    sources = sources or {}
+    names = list(models)
+    summary: dict[str, Any] = {
+        "model_order": names,
+        "reference_model": names[0],
+        "models": {n: _model_summary(models[n], sources.get(n, "")) for n in names},
+        "comparisons": [
+            {"model": n, "reference": names[0], **_compare(models[names[0]], models[n])}
+            for n in names[1:]
+        ],
+        "settings": {"confidence": 0.95, "bootstrap_resamples": N_RESAMPLES, "seed": SEED},
+    }
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        if math.isnan(f):
+            return None
+        if math.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        return f
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _grouped_bars(summary: dict, key: str, title: str, xlabel: str) -> bytes | None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = summary["model_order"]
+    groups = sorted({g for n in names for g in summary["models"][n][key]})
+    if not groups:
+        return None
+    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(names)) + 2), 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(names)
+    x = np.arange(len(groups))
+    for i, name in enumerate(names):
+        cells = [summary["models"][name][key].get(g) for g in groups]
+        est = [c["estimate"] if c and c.get("n") else np.nan for c in cells]
+        lo = [c["estimate"] - c["low"] if c and c.get("n") else 0 for c in cells]
+        hi = [c["high"] - c["estimate"] if c and c.get("n") else 0 for c in cells]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, est, width, yerr=[lo, hi],
+               capsize=3, label=name)  # fmt: skip
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (Wilson 95% CI)")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _iou_plot(models: dict[str, Sequence[dict]]) -> bytes | None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    data = {n: _numbers(recs, "iou") for n, recs in models.items()}
+    data = {n: v for n, v in data.items() if v.size}
+    if not data:
+        return None
+    fig = Figure(figsize=(max(4.0, 1.5 * len(data) + 2), 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.boxplot(list(data.values()), showmeans=True)
+    ax.set_xticks(np.arange(1, len(data) + 1))
+    ax.set_xticklabels(list(data))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("IoU per sample")
+    ax.set_title("IoU distribution (triangle: mean)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _fmt_acc(cell: dict | None) -> str:
+    if not cell or not cell.get("n"):
+        return "—"
+    return (
+        f"{cell['estimate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] "
+        f"({cell['successes']}/{cell['n']})"
+    )
+
+
+def _fmt_mean(cell: dict | None) -> str:
+    if not cell:
+        return "—"
+    if "estimate" not in cell:
+        return f"median {_num(cell['median'])} (n={cell['n']})"
+    return f"{cell['estimate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] (n={cell['n']})"
+
+
+def _num(v: float, digits: int = 3) -> str:
+    return "inf" if math.isinf(v) else f"{v:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    esc = [[c.replace("|", "\\|") for c in row] for row in [header, *rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+    return lines
+
+
+def _markdown(summary: dict, plots: dict[str, str]) -> str:
+    names = summary["model_order"]
+    ms = summary["models"]
+    out = ["# Evaluation report", ""]
+    out.append(
+        "Accuracy: Wilson 95% CI over samples with `correct` not null, shown as "
+        "`estimate [low, high] (correct/n)`. Means: bootstrap 95% percentile CI "
+        f"({summary['settings']['bootstrap_resamples']} resamples, seed "
+        f"{summary['settings']['seed']})."
+    )
+    out += ["", "## Overview", ""]
+    rows = []
+    for n in names:
+        m = ms[n]
+        hd = m["hd95"]
+        rows.append([
+            n, str(m["samples"]), _fmt_acc(m["accuracy"]), _fmt_acc(m["format_rate"]),
+            _fmt_mean(m["iou"]), _fmt_mean(m["dice"]),
+            f"{_num(hd['median'])} (n={hd['n']})" if hd else "—",
+            _num(m["latency_s"]["mean"]) if m["latency_s"] else "—",
+            _num(m["tokens"]["mean"], 1) if m["tokens"] else "—",
+        ])  # fmt: skip
+    out += _table(
+        ["model", "samples", "accuracy", "format rate", "IoU mean", "Dice mean", "HD95 median",
+         "latency s (mean)", "tokens (mean)"], rows,
+    )  # fmt: skip
+    extra = [m for m in ("token_f1", "severity_abs_error") if any(ms[n][m] for n in names)]
+    if extra:
+        out += [""]
+        out += _table(["model", *extra], [[n, *(_fmt_mean(ms[n][m]) for m in extra)]
+                                          for n in names])  # fmt: skip
+    for key, title, plot in (
+        ("accuracy_by_answer_type", "Accuracy by answer type", "accuracy_by_answer_type"),
+        ("accuracy_by_modality", "Accuracy by modality", "accuracy_by_modality"),
+    ):
+        groups = sorted({g for n in names for g in ms[n][key]})
+        out += ["", f"## {title}", ""]
+        rows = [[g, *(_fmt_acc(ms[n][key].get(g)) for n in names)] for g in groups]
+        out += _table([key.rsplit("_by_", 1)[1].replace("_", " "), *names], rows)
+        if plot in plots:
+            out += ["", f"![{title}]({plots[plot]})"]
+    out += ["", "## IoU", ""]
+    if "iou" in plots:
+        out += [f"![IoU distribution]({plots['iou']})"]
+    else:
+        out += ["No sample has an IoU."]
+    if summary["comparisons"]:
+        ref = summary["reference_model"]
+        out += ["", f"## Paired comparisons against {ref}", ""]
+        out.append(
+            f"On the sample ids both files hold; Δ = model − {ref}. Correctness: McNemar test, "
+            "Newcombe CI of the accuracy difference. IoU: paired bootstrap of the mean "
+            "difference. n: pairs used."
+        )
+        out.append("")
+        rows = []
+        for c in summary["comparisons"]:
+            for metric, label in (("accuracy", "accuracy"), ("iou", "IoU mean")):
+                cmp = c[metric]
+                if cmp is None:
+                    rows.append([c["model"], label, "—", "—", "—", "—", "0",
+                                 str(c["common_ids"])])  # fmt: skip
+                    continue
+                ci = "—" if math.isnan(cmp["low"]) else f"[{cmp['low']:+.3f}, {cmp['high']:+.3f}]"
+                rows.append([c["model"], label, f"{cmp['difference']:+.3f}", ci,
+                             _fmt_p(cmp["p_value"]), cmp["method"], str(cmp["n"]),
+                             str(c["common_ids"])])  # fmt: skip
+        out += _table(["model", "metric", f"Δ vs {ref}", "95% CI", "p", "test", "n",
+                       "common ids"], rows)  # fmt: skip
+    out.append("")
+    return "\n".join(out)
+
+
+def make_report(
+    prediction_files: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    names: Sequence[str] | None = None,
+) -> Path:
+    """Write ``report.md``, ``summary.json`` and PNG plots for the prediction files.
+
+    Args:
+        prediction_files: One runner JSONL file per model; the first is the reference of the
+            paired comparisons.
+        out_dir: Output folder (created).
+        names: Display names, one per file; default each file's ``model`` label.
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        PredictionFileError: For an unreadable file or record (file and line named).
+        ValueError: For no files, ``names`` of the wrong length, a file mixing model labels
+            without a name given, or two models with the same name.
+    """
+    files = [Path(p) for p in prediction_files]
+    if not files:
+        raise ValueError("make_report: no prediction files")
+    if names is not None and len(names) != len(files):
+        raise ValueError(f"make_report: {len(names)} names for {len(files)} prediction files")
+    models: dict[str, list[dict]] = {}
+    sources: dict[str, str] = {}
+    for i, path in enumerate(files):
+        records = load_predictions(path)
+        if not records:
+            raise PredictionFileError(f"{path}: no predictions")
+        if names is not None:
+            name = str(names[i])
+        else:
+            labels = sorted({str(r["model"]) for r in records})
+            if len(labels) > 1:
+                raise ValueError(
+                    f"{path}: holds several model labels ({', '.join(labels)}); pass names="
+                )
+            name = labels[0]
+        if name in models:
+            raise ValueError(
+                f"make_report: model name {name!r} used twice ({sources[name]} and {path}); "
+                "pass names= to tell them apart"
+            )
+        models[name] = records
+        sources[name] = str(path)
+    summary = summarize_models(models, sources)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = {
+        "accuracy_by_answer_type": _grouped_bars(
+            summary, "accuracy_by_answer_type", "Accuracy by answer type", "answer type"
+        ),
+        "accuracy_by_modality": _grouped_bars(
+            summary, "accuracy_by_modality", "Accuracy by modality", "modality"
+        ),
+        "iou": _iou_plot(models),
+    }
+    plots = {}
+    for key, data in images.items():
+        if data is not None:
+            _atomic_write(out / f"{key}.png", data)
+            plots[key] = f"{key}.png"
+    summary["plots"] = plots
+    text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
+    _atomic_write(out / "summary.json", text.encode("utf-8"))
+    report = out / "report.md"
+    _atomic_write(report, _markdown(summary, plots).encode("utf-8"))
+    return report

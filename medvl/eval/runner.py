@@ -1,0 +1,447 @@
+"""The batched, resumable evaluation runner: a model's answers to a manifest, one JSON line each.
+
+::
+
+    config = EvalConfig.from_yaml("configs/eval_tiny.yaml", ["--batch_size", "4"])
+    predictions = evaluate(config)          # outputs/.../predictions.jsonl
+    print(summarize(predictions))           # {"n": ..., "accuracy": ..., "mean_iou": ...}
+
+or ``run_eval("configs/eval_tiny.yaml", ["--max_samples", "8"])`` (what ``medvl eval`` calls).
+
+**Prediction lines** (the DESIGN.md *Prediction* contract; every key is always present, None
+where it does not apply):
+
+* ``id``, ``model`` (`EvalConfig.model_name`), ``split``, ``answer_type``, ``modality``,
+  ``anatomy``, ``reference`` (the Sample's ``answer``);
+* ``output``: the raw generated text (`Answer.raw`); ``answer``: the extracted ``<answer>``
+  text (`Answer.answer`); ``reasoning``: the ``<think>`` text; ``box``: the predicted box in
+  normalised scan coordinates and ``box_source`` (``head``/``text``); ``well_formed``;
+* ``correct``: ``answer_correct(answer, reference, answer_type, options)`` (None for
+  grounding);
+* metrics: ``iou`` (grounding samples with a reference box: `box_iou`; 0.0 when no box, or one of
+  the wrong dimensionality, was predicted), ``dice`` and ``hd95`` (when the model predicts a mask
+  and the sample has one; ``meta["mask_label"]``, if present, selects the mask's label value,
+  else nonzero is foreground; ``hd95`` in mm from the mask file's spacing, and ``Infinity`` —
+  which Python's ``json`` reads back — when exactly one mask is empty), ``severity_abs_error``
+  (severity questions), ``token_f1`` (open questions);
+* ``latency_s``: wall time of the whole batch (scan loading, preprocessing, generation, heads)
+  divided by the batch's size; ``tokens``: generated tokens (the raw text re-tokenised).
+
+Lines are appended and flushed + fsynced after each batch, so a crash loses at most the batch in
+flight. A rerun skips ids already in the file; a truncated last line (a crash mid-write) is
+dropped with a warning and its sample answered again. The config used is written beside the
+output as ``<output>.config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medvl.config import YamlConfig
+
+__all__ = [
+    "EvalConfig",
+    "evaluate",
+    "load_eval_model",
+    "read_predictions",
+    "run_eval",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT_DIR = re.compile(r"^(final|checkpoint[-_].*|step[-_].*)$")
+
+
+@dataclass
+class EvalConfig(YamlConfig):
+    """Everything an evaluation run needs; load it with `EvalConfig.from_yaml` (`medvl.config`).
+
+    Attributes:
+        model: A model folder / hub id for `MedVLM.from_pretrained` (a plain Qwen-VL or a
+            MedVLM checkpoint such as ``outputs/sft_tiny/final``), or ``tiny:<family>-<size>``
+            (e.g. ``tiny:qwen2_5_vl-tiny``) for `medvl.model.build_tiny_model`.
+        manifest: JSONL manifest of the samples to answer.
+        output: Predictions JSONL; default ``outputs/eval/<model_name>/predictions.jsonl``.
+        model_name: Label written in every line's ``model``; default from ``model`` (the
+            ``tiny:`` string, or the folder's name — with its parent's for ``final`` /
+            ``checkpoint-*`` folders).
+        split: Only samples of this split (None: all).
+        max_samples: Only the first N samples (after the split filter; None: all).
+        batch_size: Questions per `MedVLM.answer_batch` call.
+        max_new_tokens: Most tokens generated per answer.
+        reasoning: Ask for ``<think>`` reasoning first (None: the model config's default).
+        view: How volumes are shown: ``frames``, ``montage``, ``slice``, ``mip`` (None: model's).
+        n_frames: Frames / tiles of a volume (None: the model's).
+        do_sample: Sample instead of greedy decoding.
+        dtype: Weights' dtype (`medvl.model.resolve_dtype`: None is bf16 on CUDA, else fp32).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+        check_files: Require every image/mask of the manifest to exist before starting.
+        seed: Seeds torch/numpy/random before loading the model and answering.
+        progress: Show a tqdm progress bar.
+    """
+
+    model: str = ""
+    manifest: str = ""
+    output: str | None = None
+    model_name: str | None = None
+    split: str | None = None
+    max_samples: int | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    reasoning: bool | None = None
+    view: str | None = None
+    n_frames: int | None = None
+    do_sample: bool = False
+    dtype: str | None = None
+    device: str = "auto"
+    check_files: bool = True
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model is required (a model folder or tiny:<family>-<size>)")
+        if not self.manifest:
+            raise ValueError("manifest is required")
+        for name in ("batch_size", "max_new_tokens", "n_frames"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.max_samples is not None and self.max_samples < 0:
+            raise ValueError(f"max_samples must be >= 0, got {self.max_samples}")
+
+    @property
+    def resolved_model_name(self) -> str:
+        """`model_name`, or the label derived from `model`."""
+        if self.model_name:
+            return self.model_name
+        if self.model.startswith("tiny:"):
+            return self.model
+        path = Path(self.model.rstrip("/\\"))
+        if _CHECKPOINT_DIR.match(path.name) and path.parent.name:
+            return f"{path.parent.name}/{path.name}"
+        return path.name or self.model
+
+    @property
+    def output_path(self) -> Path:
+        """`output`, or ``outputs/eval/<model name>/predictions.jsonl``."""
+        if self.output:
+            return Path(self.output)
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.resolved_model_name).strip("_") or "model"
+        return Path("outputs") / "eval" / safe / "predictions.jsonl"
+
+    @property
+    def config_path(self) -> Path:
+        """Where the config used is saved: ``<output>.config.yaml``."""
+        out = self.output_path
+        return out.with_name(out.name + ".config.yaml")
+
+
+def load_eval_model(config: EvalConfig) -> Any:
+    """The `MedVLM` that ``config.model`` names (``tiny:<family>-<size>`` built on first use)."""
+    import torch
+
+    from medvl.model import build_tiny_model
+    from medvl.model.medvl_model import MedVLM
+
+    path: str | Path = config.model
+    if config.model.startswith("tiny:"):
+        family, _, size = config.model.removeprefix("tiny:").partition("-")
+        path = build_tiny_model(family, size or "tiny")
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return MedVLM.from_pretrained(path, dtype=config.dtype, device=device)
+
+
+def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
+    """The prediction lines of ``path`` (empty when it does not exist).
+
+    A last line that is not valid JSON (a crash mid-write) is dropped with a warning; with
+    ``repair=True`` it is also cut from the file, so that appending continues cleanly.
+
+    Raises:
+        ValueError: A line other than the last is not a JSON object (the file is damaged).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    rows: list[dict[str, Any]] = []
+    offset = 0  # byte offset of the end of the last good line (after its newline)
+    for number, line in enumerate(lines, 1):
+        last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
+        end = offset + len(line) + 1
+        if not line.strip():
+            offset = min(end, len(data))
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "id" not in row:
+                raise ValueError("not a prediction object")
+        except ValueError as e:
+            if not last:
+                raise ValueError(f"{path}:{number}: damaged prediction line ({e})") from e
+            warnings.warn(
+                f"{path}:{number}: dropping a truncated last line (an interrupted run?); its "
+                "sample will be answered again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            if repair:
+                with path.open("r+b") as f:
+                    f.truncate(offset)
+            return rows
+        rows.append(row)
+        offset = min(end, len(data))
+    if repair and data and not data.endswith(b"\n"):  # a complete last line without its newline
+        with path.open("ab") as f:
+            f.write(b"\n")
+    return rows
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _reference_mask(sample: Any, root: Path) -> tuple[Any, Any]:
+    """The sample's mask as a bool tensor (spatial axes only) and its spacing, or (None, None)."""
+    from medvl.scans import load_scan
+
+    path = sample.mask_path(root)
+    if path is None:
+        return None, None
+    mask = load_scan(path)
+    values = mask[0] if mask.ndim in (3, 4) else mask
+    label = sample.meta.get("mask_label")
+    binary = (values == float(label)) if label is not None else (values != 0)
+    spacing = getattr(mask, "meta", {}).get("spacing")
+    try:
+        spacing = [float(s) for s in spacing][: binary.ndim] if spacing is not None else None
+    except TypeError:
+        spacing = None
+    if spacing is not None and len(spacing) != binary.ndim:
+        spacing = None
+    return binary.as_tensor() if hasattr(binary, "as_tensor") else binary, spacing
+
+
+def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
+    """Per-sample correctness and metrics of one `Answer` (the keys of the module docstring)."""
+    from medvl.eval.metrics import (
+        answer_correct,
+        box_iou,
+        dice,
+        hd95,
+        severity_abs_error,
+        token_f1,
+    )
+
+    text = answer.answer
+    out: dict[str, Any] = {
+        "correct": answer_correct(text, sample.answer, sample.answer_type, sample.options),
+        "iou": None, "dice": None, "hd95": None, "severity_abs_error": None, "token_f1": None,
+    }  # fmt: skip
+    if sample.answer_type == "grounding" and sample.box is not None:
+        try:
+            out["iou"] = 0.0 if answer.box is None else box_iou(answer.box, sample.box)
+        except ValueError:  # a 2D box for a volume, an inverted box...
+            out["iou"] = 0.0
+    if answer.mask is not None and sample.mask is not None:
+        true, spacing = _reference_mask(sample, root)
+        pred = answer.mask
+        if tuple(pred.shape) == tuple(true.shape):
+            out["dice"] = dice(pred, true)
+            out["hd95"] = hd95(pred, true, spacing=spacing)
+        else:
+            logger.warning(
+                "%s: predicted mask %s and reference %s differ in shape; no dice/hd95",
+                sample.id, tuple(pred.shape), tuple(true.shape),
+            )  # fmt: skip
+    if sample.answer_type == "severity":
+        reference = sample.severity if sample.severity is not None else sample.answer
+        out["severity_abs_error"] = severity_abs_error(text, reference)
+    if sample.answer_type == "open":
+        out["token_f1"] = token_f1(text or "", sample.answer)
+    return out
+
+
+def _item(sample: Any, root: Path) -> dict[str, Any]:
+    paths = sample.image_paths(root)
+    if len(paths) > 1:
+        logger.debug("%s: %d images; the first is shown", sample.id, len(paths))
+    return {
+        "scan": paths[0], "question": sample.question, "options": sample.options,
+        "answer_type": sample.answer_type, "modality": sample.modality, "anatomy": sample.anatomy,
+    }  # fmt: skip
+
+
+def _count_tokens(model: Any, text: str) -> int:
+    if not text:
+        return 0
+    return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def evaluate(config: EvalConfig, model: Any = None) -> Path:
+    """Answers the manifest's samples with the model and appends one prediction line per sample.
+
+    Args:
+        config: The run's settings.
+        model: An already loaded `MedVLM` to use instead of loading ``config.model`` (the
+            ``model`` label still comes from the config).
+
+    Returns:
+        The predictions file (``config.output_path``).
+
+    Raises:
+        ValueError: The output already holds predictions of another model, or is damaged
+            before its last line.
+    """
+    from tqdm.auto import tqdm
+
+    from medvl.data import read_manifest
+
+    manifest = Path(config.manifest)
+    root = manifest.parent
+    samples = read_manifest(manifest, check_files=config.check_files)
+    if config.split is not None:
+        samples = [s for s in samples if s.split == config.split]
+    if config.max_samples is not None:
+        samples = samples[: config.max_samples]
+
+    output = config.output_path
+    output.parent.mkdir(parents=True, exist_ok=True)
+    name = config.resolved_model_name
+    done = read_predictions(output, repair=True)
+    others = sorted({str(r.get("model")) for r in done} - {name})
+    if others:
+        raise ValueError(
+            f"{output} already holds predictions of model {', '.join(others)}, not {name!r}: "
+            "choose another output (or model_name)"
+        )
+    config.save_yaml(config.config_path)
+    done_ids = {r["id"] for r in done}
+    todo = [s for s in samples if s.id not in done_ids]
+    logger.info("%s: %d samples, %d already done, %d to answer",
+                output, len(samples), len(samples) - len(todo), len(todo))  # fmt: skip
+    if not todo:
+        return output
+
+    _seed(config.seed)
+    if model is None:
+        model = load_eval_model(config)
+    bar = tqdm(total=len(todo), desc=f"eval {name}", unit="sample", disable=not config.progress)
+    with output.open("a", encoding="utf-8") as f:
+        for batch in _batches(todo, config.batch_size):
+            start = time.perf_counter()
+            answers = model.answer_batch(
+                [_item(s, root) for s in batch], max_new_tokens=config.max_new_tokens,
+                reasoning=config.reasoning, view=config.view, n_frames=config.n_frames,
+                do_sample=config.do_sample,
+            )  # fmt: skip
+            rows = []
+            for sample, ans in zip(batch, answers, strict=True):
+                rows.append({
+                    "id": sample.id, "model": name, "split": sample.split,
+                    "answer_type": sample.answer_type, "modality": sample.modality,
+                    "anatomy": sample.anatomy, "reference": sample.answer,
+                    "output": ans.raw, "answer": ans.answer, "reasoning": ans.reasoning,
+                    "box": None if ans.box is None else [float(v) for v in ans.box],
+                    "box_source": ans.box_source, "well_formed": bool(ans.well_formed),
+                    **score(sample, ans, root),
+                    "tokens": _count_tokens(model, ans.raw),
+                })  # fmt: skip
+            latency = (time.perf_counter() - start) / len(batch)
+            for row in rows:
+                row["latency_s"] = latency
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            bar.update(len(batch))
+    bar.close()
+    return output
+
+
+def summarize(predictions: str | os.PathLike | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Headline numbers of a predictions file (or its rows).
+
+    Returns:
+        ``n``, ``accuracy`` (over the rows with a ``correct``; None if none),
+        ``accuracy_by_type`` (answer type -> accuracy), ``n_by_type``, ``mean_iou`` (None
+        without grounding rows), ``mean_token_f1``, ``mean_severity_abs_error``,
+        ``well_formed`` (fraction), ``mean_latency_s``.
+    """
+    rows = (
+        read_predictions(predictions)
+        if isinstance(predictions, (str, os.PathLike))
+        else list(predictions)
+    )
+
+    def mean(values: Iterable[Any]) -> float | None:
+        vals = [float(v) for v in values if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    by_type: dict[str, list[bool]] = {}
+    n_by_type: dict[str, int] = {}
+    for row in rows:
+        kind = str(row.get("answer_type"))
+        n_by_type[kind] = n_by_type.get(kind, 0) + 1
+        if row.get("correct") is not None:
+            by_type.setdefault(kind, []).append(bool(row["correct"]))
+    scored = [c for cs in by_type.values() for c in cs]
+    return {
+        "n": len(rows),
+        "accuracy": mean(scored),
+        "accuracy_by_type": {k: mean(v) for k, v in sorted(by_type.items())},
+        "n_by_type": dict(sorted(n_by_type.items())),
+        "mean_iou": mean(r.get("iou") for r in rows),
+        "mean_token_f1": mean(r.get("token_f1") for r in rows),
+        "mean_severity_abs_error": mean(r.get("severity_abs_error") for r in rows),
+        "well_formed": mean(r.get("well_formed") for r in rows),
+        "mean_latency_s": _finite_or_none(mean(r.get("latency_s") for r in rows)),
+    }
+
+
+def run_eval(
+    config_path: str | os.PathLike, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> Path:
+    """What ``medvl eval --config X [--key value ...]`` runs: load, evaluate, print a summary.
+
+    Returns:
+        The predictions file; its summary (`summarize`) is printed as JSON.
+
+    Raises:
+        medvl.config.ConfigError: An unknown key or a bad value in the YAML or the overrides.
+    """
+    config = EvalConfig.from_yaml(config_path, overrides)
+    output = evaluate(config)
+    summary = summarize(output)
+    print(json.dumps({"predictions": str(output), **summary}, indent=2))
+    return output
