@@ -5,8 +5,9 @@ Run it with ``make quickstart`` (fresh clone) or ``medvl quickstart``. Part one 
 Qwen2.5-VL-3B takes), loads each bundled real scan through ``medvl.scans.load_scan``, shows 2D
 scans as one image and volumes as video frames, and prints the answer and how many vision tokens
 each scan cost; the model is untrained, so those answers are noise. Part two writes synthetic
-phantoms with known lesions, fine-tunes the model with a box head for a few dozen SFT steps, and
-asks it to locate findings on held-out phantoms, printing the box it returns against the truth.
+phantoms with known lesions, fine-tunes the model with a box head for a few dozen SFT steps,
+evaluates it on held-out phantoms (resumable predictions, scored) and writes a report with
+confidence intervals and plots.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import torch
 from medvl.data import read_manifest
 from medvl.data.dataset import DatasetConfig
 from medvl.data.phantom_samples import generate_phantom_dataset
-from medvl.model import MedVLM, load_vlm
+from medvl.eval import evaluate, make_report, read_predictions, summarize
+from medvl.eval.runner import EvalConfig
+from medvl.model import load_vlm
 from medvl.model.generate import ask
-from medvl.model.heads import box_iou
 from medvl.model.tiny import build_tiny_model
 from medvl.scans import ScanError, load_scan
 from medvl.scans.examples import example_scans
@@ -60,14 +62,16 @@ class QuickstartResult:
         scans: one dict per bundled real scan: name, modality, shape, vision_tokens, answer,
             seconds.
         losses: the SFT loss at each logged step.
-        grounding: one dict per held-out phantom question: id, anatomy, box, truth, iou.
+        grounding: one dict per held-out grounding question: id, anatomy, box, truth, iou.
         checkpoint: the fine-tuned model's folder.
+        report: the evaluation report (``report.md``) of the fine-tuned model.
     """
 
     scans: list[dict] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     grounding: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
+    report: Path | None = None
 
 
 def run_quickstart(
@@ -176,25 +180,25 @@ def teach_on_phantoms(
     print(f"      loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; "
           f"saved to {result.checkpoint}")
 
-    print("[5/5] locating findings on held-out phantoms with the fine-tuned model")
-    vlm = MedVLM.from_pretrained(result.checkpoint)
-    for sample in read_manifest(held_out):
-        if sample.answer_type != "grounding":
+    print("[5/5] evaluating the fine-tuned model on held-out phantoms")
+    eval_config = EvalConfig(
+        model=str(result.checkpoint), manifest=str(held_out), batch_size=4, max_new_tokens=8,
+        output=str(out / "eval" / "predictions.jsonl"), progress=False,
+    )  # fmt: skip
+    predictions = evaluate(eval_config)
+    truth = {s.id: s.box for s in read_manifest(held_out)}
+    for row in read_predictions(predictions):
+        if row["answer_type"] != "grounding":
             continue
-        path = sample.image_paths(held_out.parent)[0]
-        ans = vlm.answer(path, sample.question, answer_type="grounding", modality=sample.modality,
-                         anatomy=sample.anatomy, max_new_tokens=8)  # fmt: skip
-        iou = 0.0 if ans.box is None else float(
-            box_iou(torch.tensor([ans.box]), torch.tensor([sample.box]))[0]
-        )
-        print(f"  - {sample.id}: {sample.question}")
-        print(f"    box {_fmt(ans.box)} (from the {ans.box_source}), truth {_fmt(sample.box)}, "
-              f"IoU {iou:.2f}")
-        result.grounding.append({"id": sample.id, "anatomy": sample.anatomy, "box": ans.box,
-                                 "truth": sample.box, "iou": iou})  # fmt: skip
-    mean = sum(g["iou"] for g in result.grounding) / max(len(result.grounding), 1)
-    print(f"done: mean IoU {mean:.2f} on {len(result.grounding)} held-out phantoms after "
-          f"{steps} steps (train longer, or a real checkpoint, for useful answers)")
+        print(f"  - {row['id']}: box {_fmt(row['box'])} (from the {row['box_source']}), "
+              f"truth {_fmt(truth[row['id']])}, IoU {row['iou']:.2f}")
+        result.grounding.append({"id": row["id"], "anatomy": row["anatomy"], "box": row["box"],
+                                 "truth": truth[row["id"]], "iou": row["iou"]})  # fmt: skip
+    summary = summarize(predictions)
+    result.report = make_report([predictions], out / "report")
+    print(f"done: accuracy {summary['accuracy']:.2f} and mean IoU {summary['mean_iou']:.2f} on "
+          f"{summary['n']} held-out questions after {steps} steps (train longer, or start from a "
+          f"real checkpoint, for useful answers); report: {result.report}")
 
 
 def _fmt(box: list[float] | None) -> str:

@@ -27,6 +27,6 @@ def test_quickstart_runs_end_to_end(family, sft_steps, tmp_path, monkeypatch, ca
         assert {g["anatomy"] for g in result.grounding} == {"chest", "fundus", "knee"}
         for g in result.grounding:
             assert len(g["box"]) == len(g["truth"]) and 0.0 <= g["iou"] <= 1.0
-        assert "mean IoU" in out
+        assert "mean IoU" in out and result.report.name == "report.md" and result.report.is_file()
     else:
         assert result.checkpoint is None and not result.grounding

@@ -1,0 +1,272 @@
+"""The evaluation runner: prediction lines, resume after a crash, metrics, config and overrides.
+
+Runs on the real tiny Qwen2.5-VL (random weights, box and mask heads), loaded once per module;
+its answers are arbitrary, so exact metric values are checked by calling `score` directly with
+`Answer` objects built here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from medvl.config import ConfigError
+from medvl.data import read_manifest
+from medvl.data.phantom_samples import generate_phantom_dataset
+from medvl.eval.metrics import answer_correct
+from medvl.eval.runner import EvalConfig, evaluate, read_predictions, run_eval, score, summarize
+from medvl.model.answer import Answer
+from medvl.model.medvl_model import MedVLM
+from medvl.scans import load_scan
+
+CONTRACT_KEYS = {
+    "id", "model", "output", "answer", "box", "correct", "latency_s", "tokens", "answer_type",
+    "modality", "anatomy", "split", "reference", "well_formed", "iou", "dice", "hd95",
+    "severity_abs_error", "token_f1",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    return generate_phantom_dataset(out, n=1, modalities=("chest", "fundus"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def vlm(tiny_model_path: Callable[..., Path]) -> MedVLM:
+    """The real tiny model with box and mask heads, loaded once for the module."""
+    return MedVLM.from_pretrained(tiny_model_path("qwen2_5_vl"), heads=["box", "mask"])
+
+
+def _config(manifest: Path, output: Path, **kw: Any) -> EvalConfig:
+    kw.setdefault("max_new_tokens", 8)
+    return EvalConfig(
+        model="tiny:qwen2_5_vl-tiny", manifest=str(manifest), output=str(output),
+        progress=False, batch_size=4, n_frames=2, **kw,
+    )  # fmt: skip
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in _lines(path)]
+
+
+def _sample(manifest: Path, sample_id: str) -> Any:
+    return next(s for s in read_manifest(manifest) if s.id == sample_id)
+
+
+def _answer(text: str | None, box: list[float] | None = None, mask: Any = None) -> Answer:
+    raw = f"<think>look</think><answer>{text}</answer>"
+    return Answer("look", text, box, mask, raw, "text" if box else None, True)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def test_predictions_contract_on_tiny_model(manifest: Path, tmp_path: Path, vlm: MedVLM) -> None:
+    out = evaluate(_config(manifest, tmp_path / "p.jsonl"), model=vlm)
+    samples = {s.id: s for s in read_manifest(manifest)}
+    rows = [json.loads(line) for line in _lines(out)]
+    assert sorted(r["id"] for r in rows) == sorted(samples)  # one line per sample
+    for row in rows:
+        assert row.keys() >= CONTRACT_KEYS, CONTRACT_KEYS - row.keys()
+        sample = samples[row["id"]]
+        assert row["model"] == "tiny:qwen2_5_vl-tiny"
+        assert row["reference"] == sample.answer and row["split"] == sample.split
+        assert row["answer_type"] == sample.answer_type and row["modality"] == sample.modality
+        assert row["correct"] == answer_correct(
+            row["answer"], sample.answer, sample.answer_type, sample.options
+        )
+        assert isinstance(row["output"], str) and isinstance(row["well_formed"], bool)
+        n_tokens = len(vlm.tokenizer(row["output"], add_special_tokens=False)["input_ids"])
+        assert row["tokens"] == n_tokens and 0 < row["tokens"] <= 8
+        assert _number(row["latency_s"]) and row["latency_s"] >= 0
+        if sample.answer_type == "grounding":
+            assert row["correct"] is None and _number(row["iou"]) and 0.0 <= row["iou"] <= 1.0
+            assert row["box"] is not None and row["box_source"] == "head"  # the box head
+        else:
+            assert isinstance(row["correct"], bool) and row["iou"] is None
+        if sample.answer_type == "open":
+            assert _number(row["token_f1"]) and 0.0 <= row["token_f1"] <= 1.0
+        else:
+            assert row["token_f1"] is None
+        if sample.answer_type == "severity":
+            err = row["severity_abs_error"]
+            assert err is None or (_number(err) and 0 <= err <= 3)
+        else:
+            assert row["severity_abs_error"] is None
+    fundus = next(r for r in rows if r["id"] == "fundus-000000-grounding")
+    assert 0.0 <= fundus["dice"] <= 1.0 and fundus["hd95"] >= 0  # mask head vs the reference
+    chest = next(r for r in rows if r["id"] == "chest-000000-grounding")
+    assert chest["dice"] is None and chest["hd95"] is None  # no reference mask on this sample
+    saved = yaml.safe_load((tmp_path / "p.jsonl.config.yaml").read_text())
+    assert saved["manifest"] == str(manifest) and saved["batch_size"] == 4
+    summary = summarize(out)
+    assert summary["n"] == len(samples) and 0 <= summary["mean_iou"] <= 1
+    assert set(summary["accuracy_by_type"]) == {"choice", "closed", "open", "severity"}
+    assert 0 <= summary["accuracy"] <= 1 and summary["mean_latency_s"] >= 0
+
+
+def test_score_correct_and_iou(manifest: Path) -> None:
+    root = manifest.parent
+    choice = _sample(manifest, "chest-000000-choice-grade")  # reference "A"
+    assert score(choice, _answer("A"), root)["correct"] is True
+    assert score(choice, _answer("B"), root)["correct"] is False
+    closed = _sample(manifest, "fundus-000000-closed-1")  # reference "no"
+    assert score(closed, _answer("no"), root)["correct"] is True
+    assert score(closed, _answer(None), root)["correct"] is False
+    chest = _sample(manifest, "chest-000000-grounding")
+    x1, y1, x2, y2 = chest.box
+    same = score(chest, _answer("here", list(chest.box)), root)
+    assert same["iou"] == pytest.approx(1.0) and same["correct"] is None
+    half = [x1, y1, (x1 + x2) / 2, y2]  # the left half of the reference box
+    assert score(chest, _answer("here", half), root)["iou"] == pytest.approx(0.5, abs=1e-5)
+    assert score(chest, _answer("here"), root)["iou"] == 0.0  # no box predicted
+    assert score(chest, _answer("here", [0.1, 0.1, 0.1, 0.5, 0.5, 0.5]), root)["iou"] == 0.0
+    # A mask predicted for a sample without a reference mask: no dice / hd95.
+    image = load_scan(chest.image_paths(root)[0])[0].as_tensor()
+    metrics = score(chest, _answer("here", list(chest.box), image > 0), root)
+    assert metrics["dice"] is None and metrics["hd95"] is None
+
+
+def test_score_mask_dice_hd95(manifest: Path) -> None:
+    root = manifest.parent
+    sample = _sample(manifest, "fundus-000000-grounding")
+    assert sample.meta["mask_label"] == 1
+    label = load_scan(sample.mask_path(root))[0].as_tensor()
+    reference = label == sample.meta["mask_label"]
+    assert reference.any()
+    exact = score(sample, _answer("here", list(sample.box), reference.clone()), root)
+    assert exact["dice"] == pytest.approx(1.0) and exact["hd95"] == pytest.approx(0.0)
+    assert 0.0 <= exact["iou"] <= 1.0
+    empty = score(sample, _answer("here", list(sample.box), torch.zeros_like(reference)), root)
+    assert empty["dice"] == pytest.approx(0.0) and math.isinf(empty["hd95"])
+    wrong_shape = score(sample, _answer("here", None, reference[:-1]), root)
+    assert wrong_shape["dice"] is None and wrong_shape["hd95"] is None
+
+
+def test_score_open_and_severity(manifest: Path) -> None:
+    root = manifest.parent
+    chest_open = _sample(manifest, "chest-000000-open")  # "no abnormality"
+    metrics = score(chest_open, _answer("no abnormality"), root)
+    assert metrics["token_f1"] == pytest.approx(1.0) and metrics["correct"] is True
+    assert metrics["iou"] is None and metrics["severity_abs_error"] is None
+    fundus_open = _sample(manifest, "fundus-000000-open")  # 5 tokens
+    partial = score(fundus_open, _answer("retinal haemorrhages"), root)
+    assert partial["token_f1"] == pytest.approx(2 * 1.0 * 0.4 / 1.4)  # precision 1, recall 2/5
+    assert score(fundus_open, _answer("cat"), root)["token_f1"] == 0.0
+    severity = _sample(manifest, "fundus-000000-severity")  # grade 3
+    assert score(severity, _answer("1"), root)["severity_abs_error"] == pytest.approx(2.0)
+    exact = score(severity, _answer("3"), root)
+    assert exact["severity_abs_error"] == 0.0 and exact["correct"] is True
+    assert score(severity, _answer("unsure"), root)["severity_abs_error"] is None
+    assert score(severity, _answer("3"), root)["token_f1"] is None
+
+
+def test_resume_skips_done_ids(manifest: Path, tmp_path: Path, vlm: MedVLM) -> None:
+    out = tmp_path / "p.jsonl"
+    evaluate(_config(manifest, out, max_samples=3), model=vlm)
+    first = out.read_bytes()
+    assert len(first.splitlines()) == 3
+    evaluate(_config(manifest, out), model=vlm)
+    full = out.read_bytes()
+    ids = _ids(out)
+    assert full.startswith(first)  # the first 3 lines untouched, byte for byte
+    assert len(ids) == len(set(ids)) == len(read_manifest(manifest))
+    evaluate(_config(manifest, out), model=vlm)  # all done: nothing answered, nothing written
+    assert out.read_bytes() == full
+
+
+def test_truncated_last_line_is_redone(manifest: Path, tmp_path: Path, vlm: MedVLM) -> None:
+    out = tmp_path / "p.jsonl"
+    evaluate(_config(manifest, out, max_samples=5), model=vlm)
+    lines = _lines(out)
+    out.write_text("\n".join(lines[:4]) + "\n" + lines[4][: len(lines[4]) // 2], "utf-8")
+    with pytest.warns(RuntimeWarning, match="truncated last line"):
+        evaluate(_config(manifest, out, max_samples=5), model=vlm)
+    redone = _lines(out)
+    assert redone[:4] == lines[:4] and len(redone) == 5
+    assert json.loads(redone[4])["id"] == json.loads(lines[4])["id"]
+    ids = _ids(out)
+    assert sorted(ids) == sorted(s.id for s in read_manifest(manifest)[:5])
+
+
+def test_damaged_middle_line_and_other_model_fail(
+    manifest: Path, tmp_path: Path, vlm: MedVLM
+) -> None:
+    out = tmp_path / "p.jsonl"
+    evaluate(_config(manifest, out, max_samples=3), model=vlm)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="holds predictions of model"):
+        evaluate(_config(manifest, out, model_name="other"), model=vlm)
+    assert out.read_bytes() == before
+    lines = _lines(out)
+    out.write_text("\n".join([lines[0], "{oops", *lines[2:]]) + "\n", "utf-8")
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: damaged"):
+        read_predictions(out)
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: damaged"):
+        evaluate(_config(manifest, out), model=vlm)
+
+
+def test_split_filter_and_model_name() -> None:
+    config = EvalConfig(model="outputs/sft_tiny/final", manifest="m.jsonl")
+    assert config.resolved_model_name == "sft_tiny/final"
+    assert config.output_path == Path("outputs/eval/sft_tiny_final/predictions.jsonl")
+    assert EvalConfig(model="/models/Qwen2.5-VL-3B", manifest="m").resolved_model_name == (
+        "Qwen2.5-VL-3B"
+    )
+    with pytest.raises(ConfigError, match="batch_size"):
+        EvalConfig.from_dict({"model": "x", "manifest": "m", "batch_size": 0})
+
+
+def test_run_eval_tiny_model_with_overrides(
+    manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "tiny:qwen2_5_vl-tiny",
+                "manifest": str(manifest),
+                "output": str(tmp_path / "tiny.jsonl"),
+                "batch_size": 2,
+                "max_new_tokens": 3,
+                "progress": False,
+                "split": "test",
+            }
+        )  # fmt: skip
+    )
+    out = run_eval(config, ["--split", "train", "--max_samples", "3", "--reasoning", "false"])
+    rows = [json.loads(line) for line in _lines(out)]
+    assert len(rows) == 3 and all(r.keys() >= CONTRACT_KEYS for r in rows)
+    for row in rows:
+        assert 0 < row["tokens"] <= 3 and isinstance(row["output"], str)
+    saved = yaml.safe_load(Path(str(out) + ".config.yaml").read_text())
+    assert saved["split"] == "train" and saved["max_samples"] == 3 and saved["reasoning"] is False
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{") :])["n"] == 3
+    with pytest.raises(ConfigError, match="unknown key 'batchsize'"):
+        run_eval(config, ["--batchsize", "2"])
+
+
+def test_run_eval_grounding_on_tiny_model(manifest: Path, tmp_path: Path) -> None:
+    ids = [s.id for s in read_manifest(manifest) if s.answer_type == "grounding"]
+    # The manifest's paths are relative to it: keep the subset in the phantoms' folder.
+    local = manifest.parent / "grounding-only.jsonl"
+    lines = manifest.read_text().splitlines()
+    local.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["id"] in ids))
+    config = _config(local, tmp_path / "g.jsonl", max_new_tokens=4)
+    rows = [json.loads(line) for line in _lines(evaluate(config))]  # loads config.model itself
+    assert sorted(r["id"] for r in rows) == sorted(ids)
+    assert all(0.0 <= r["iou"] <= 1.0 for r in rows)
