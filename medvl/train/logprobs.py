@@ -1,0 +1,193 @@
+"""Per-token log-probs of a GRPO group: G completions that share one prompt and one scan.
+
+Two ways to compute the same numbers (see "GRPO without waste" in ``shared/DESIGN.md``):
+
+* :func:`completion_logprobs`, the reference: each completion is appended to the prompt and the
+  whole sequence (scan included) runs through the model, G times over in one batch. This is
+  what TRL and the other peers do.
+* :func:`shared_prefix_logprobs`, the shared path: one forward over the prompt (batch 1, so
+  the scan goes through the vision encoder once) with ``use_cache=True``; its KV cache is
+  expanded to G rows with ``batch_repeat_interleave`` and the G completions run in one forward
+  on top of it, with explicit M-RoPE ``position_ids`` (``arange(P, P + L) + rope_deltas``).
+
+Both keep the autograd graph when called with gradients enabled: in the shared path the cache
+holds the prefix's keys and values as graph tensors, so a loss on the completions
+backpropagates into the prompt and vision parts exactly as in the reference.
+
+``prompt_inputs`` is what :func:`medvl.model.generate.prepare_inputs` returns for one prompt
+(batch 1): ``input_ids``, ``attention_mask``, ``mm_token_type_ids`` and the vision tensors.
+``completion_ids`` is ``(G, L)``, right-padded; ``completion_mask`` marks the real tokens.
+Returned log-probs are ``(G, L)`` with 0 where the mask is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+# Inputs with a batch dimension first (one row per sequence); every other tensor in the
+# processor's output (pixel_values, *_grid_thw, second_per_grid_ts) is a flat list over the
+# images/videos of the batch.
+_PER_ROW = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+def _check(prompt_inputs: Mapping[str, Any], completion_ids: torch.Tensor) -> None:
+    if prompt_inputs["input_ids"].shape[0] != 1:
+        raise ValueError("prompt_inputs must hold one prompt (batch 1)")
+    if completion_ids.ndim != 2 or completion_ids.shape[1] == 0:
+        raise ValueError(f"completion_ids must be (G, L) with L >= 1, got {completion_ids.shape}")
+    has_vision = any(k in prompt_inputs for k in ("image_grid_thw", "video_grid_thw"))
+    if has_vision and "mm_token_type_ids" not in prompt_inputs:
+        # Without it Qwen-VL silently falls back to 1D positions (DESIGN trap 1).
+        raise ValueError("prompt_inputs with vision need mm_token_type_ids (from the processor)")
+
+
+def _mask(completion_ids: torch.Tensor, completion_mask: torch.Tensor | None) -> torch.Tensor:
+    if completion_mask is None:
+        return torch.ones_like(completion_ids)
+    if completion_mask.shape != completion_ids.shape:
+        raise ValueError("completion_mask must have the shape of completion_ids")
+    return completion_mask.to(completion_ids.device, torch.long)
+
+
+def _token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., token] in fp32; logits (..., V), tokens (...)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _vlm(model: nn.Module) -> nn.Module:
+    """The Qwen-VL ``...ForConditionalGeneration`` under peft / other wrappers."""
+    inner = model
+    if hasattr(inner, "get_base_model"):  # peft.PeftModel
+        inner = inner.get_base_model()
+    while not hasattr(getattr(inner, "model", None), "rope_deltas") and hasattr(inner, "module"):
+        inner = inner.module  # DDP / accelerate wrappers
+    if not hasattr(getattr(inner, "model", None), "rope_deltas"):
+        raise TypeError(f"{type(model).__name__} is not a Qwen-VL model (no model.rope_deltas)")
+    return inner
+
+
+def completion_logprobs(
+    model: nn.Module,
+    prompt_inputs: Mapping[str, Any],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference per-token log-probs: G full forwards (prompt + scan + completion), batched.
+
+    Args:
+        model: A Qwen-VL model (optionally peft-wrapped).
+        prompt_inputs: The processor's output for one prompt (batch 1), ``mm_token_type_ids``
+            included.
+        completion_ids: ``(G, L)`` completion tokens, right-padded.
+        completion_mask: ``(G, L)``, 1 on real tokens; ``None`` means all real.
+
+    Returns:
+        ``(G, L)`` log-probs of the completion tokens (0 on padding).
+    """
+    _check(prompt_inputs, completion_ids)
+    mask = _mask(completion_ids, completion_mask)
+    n_groups, length = completion_ids.shape
+    prompt_len = prompt_inputs["input_ids"].shape[1]
+    inputs: dict[str, Any] = {}
+    for key, value in prompt_inputs.items():
+        if not isinstance(value, torch.Tensor):
+            inputs[key] = value
+        elif key in _PER_ROW:
+            inputs[key] = value.repeat(n_groups, 1)
+        else:
+            inputs[key] = torch.cat([value] * n_groups, dim=0)
+    device = completion_ids.device
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
+    prompt_mask = inputs.get("attention_mask", torch.ones(n_groups, prompt_len, device=device))
+    inputs["attention_mask"] = torch.cat([prompt_mask.to(mask.dtype), mask], dim=1)
+    if "mm_token_type_ids" in inputs:
+        types = inputs["mm_token_type_ids"]
+        inputs["mm_token_type_ids"] = torch.cat(
+            [types, torch.zeros(n_groups, length, dtype=types.dtype, device=device)], dim=1
+        )
+    # Logits at positions P-1 .. P+L-2 predict the L completion tokens.
+    logits = model(**inputs, use_cache=False, logits_to_keep=length + 1).logits[:, :-1]
+    return _token_logprobs(logits, completion_ids) * mask
+
+
+def shared_prefix_logprobs(
+    model: nn.Module,
+    prompt_inputs: Mapping[str, Any],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token log-probs with the scan encoded once and the prompt's KV cache shared.
+
+    One prefix forward (batch 1, ``use_cache=True``) over the prompt; the first completion
+    token's log-prob comes from its last logits. The cache is repeated to G rows and the
+    completions (all tokens but the last, which predicts nothing) run in one forward with
+    ``position_ids = arange(P, P + L - 1) + rope_deltas`` (3 x G x (L-1)) and an attention mask
+    of length P + L - 1. Equal to :func:`completion_logprobs` up to float rounding, gradients
+    included.
+
+    Args and returns as :func:`completion_logprobs`.
+    """
+    _check(prompt_inputs, completion_ids)
+    mask = _mask(completion_ids, completion_mask)
+    n_groups, length = completion_ids.shape
+    prompt_len = prompt_inputs["input_ids"].shape[1]
+    device = completion_ids.device
+
+    inner = _vlm(model).model
+    # The prefix forward (cache length 0) sets rope_deltas from the prompt's M-RoPE; a
+    # text-only prompt leaves it alone, so clear a stale value from an earlier batch first.
+    inner.rope_deltas = None
+    prefix = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
+    first = _token_logprobs(prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0])
+    if length == 1:
+        return first[:, None] * mask
+    cache = prefix.cache
+    if cache is None:
+        raise RuntimeError(
+            "the prefix forward returned no cache (was use_cache turned off, e.g. by "
+            "gradient checkpointing?); use completion_logprobs there"
+        )
+    cache.batch_repeat_interleave(n_groups)
+    position_ids = _positions(prompt_len, length - 1, n_groups, inner.rope_deltas, device)
+    prompt_mask = prompt_inputs.get("attention_mask")
+    if prompt_mask is None:
+        prompt_mask = torch.ones(1, prompt_len, dtype=torch.long, device=device)
+    attention_mask = torch.cat(
+        [prompt_mask.to(device, mask.dtype).expand(n_groups, -1), mask[:, :-1]], dim=1
+    )
+    tokens = completion_ids[:, :-1]
+    out = model(
+        input_ids=tokens,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+    )
+    rest = _token_logprobs(out.logits, completion_ids[:, 1:])
+    return torch.cat([first[:, None], rest], dim=1) * mask
+
+
+def _positions(
+    prompt_len: int,
+    length: int,
+    n_groups: int,
+    rope_deltas: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """M-RoPE positions of ``length`` text tokens after a prompt of ``prompt_len``: (3, G, L).
+
+    Text tokens after the vision part sit at ``index + rope_deltas`` on all three axes
+    (temporal, height, width). Three rows, not four: Qwen3-VL's language model also takes a
+    leading text row, but only to build the causal mask, which the attention mask and the
+    cache already give; all three families accept three rows.
+    """
+    steps = torch.arange(prompt_len, prompt_len + length, device=device)
+    if rope_deltas is None:  # text-only prompt: plain positions
+        rope_deltas = torch.zeros(1, 1, dtype=torch.long, device=device)
+    delta = rope_deltas.to(device).reshape(-1, 1)  # (1, 1) after a batch-1 prefix forward
+    return (steps.view(1, -1) + delta).view(1, -1, length).expand(3, n_groups, length)
