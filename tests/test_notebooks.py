@@ -57,6 +57,7 @@ def execute(name: str, tmp_path: Path, env: dict[str, str], monkeypatch) -> Path
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]  # fmt: skip
     assert not errors, errors
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code"), "a cell did not run"
     return out
 
 
@@ -87,4 +88,5 @@ def test_evaluate_phantoms_notebook(tmp_path, kernel_env, monkeypatch) -> None:
     sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name != "evaluate_phantoms.ipynb"),
 )
 def test_other_notebooks_run(name, tmp_path, kernel_env, monkeypatch) -> None:
-    execute(name, tmp_path, kernel_env, monkeypatch)
+    out = execute(name, tmp_path, kernel_env, monkeypatch)  # raises on any failing cell
+    assert out.is_dir()

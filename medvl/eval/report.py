@@ -23,7 +23,6 @@ crash leaves the previous report or none, never half of one.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -36,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from medvl.eval.plots import accuracy_bars, iou_boxplot
+from medvl.eval.report_markdown import render_markdown
 from medvl.eval.stats import (
     Comparison,
     Interval,
@@ -262,169 +263,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _grouped_bars(summary: dict, key: str, title: str, xlabel: str) -> bytes | None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = summary["model_order"]
-    groups = sorted({g for n in names for g in summary["models"][n][key]})
-    if not groups:
-        return None
-    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(names)) + 2), 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / len(names)
-    x = np.arange(len(groups))
-    for i, name in enumerate(names):
-        cells = [summary["models"][name][key].get(g) for g in groups]
-        est = [c["estimate"] if c and c.get("n") else np.nan for c in cells]
-        lo = [c["estimate"] - c["low"] if c and c.get("n") else 0 for c in cells]
-        hi = [c["high"] - c["estimate"] if c and c.get("n") else 0 for c in cells]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, est, width, yerr=[lo, hi],
-               capsize=3, label=name)  # fmt: skip
-    ax.set_xticks(x)
-    ax.set_xticklabels(groups)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy (Wilson 95% CI)")
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _iou_plot(models: dict[str, Sequence[dict]]) -> bytes | None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    data = {n: _numbers(recs, "iou") for n, recs in models.items()}
-    data = {n: v for n, v in data.items() if v.size}
-    if not data:
-        return None
-    fig = Figure(figsize=(max(4.0, 1.5 * len(data) + 2), 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.boxplot(list(data.values()), showmeans=True)
-    ax.set_xticks(np.arange(1, len(data) + 1))
-    ax.set_xticklabels(list(data))
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("IoU per sample")
-    ax.set_title("IoU distribution (triangle: mean)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _fmt_acc(cell: dict | None) -> str:
-    if not cell or not cell.get("n"):
-        return "—"
-    return (
-        f"{cell['estimate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] "
-        f"({cell['successes']}/{cell['n']})"
-    )
-
-
-def _fmt_mean(cell: dict | None) -> str:
-    if not cell:
-        return "—"
-    if "estimate" not in cell:
-        return f"median {_num(cell['median'])} (n={cell['n']})"
-    return f"{cell['estimate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] (n={cell['n']})"
-
-
-def _num(v: float, digits: int = 3) -> str:
-    return "inf" if math.isinf(v) else f"{v:.{digits}f}"
-
-
-def _fmt_p(p: float) -> str:
-    if math.isnan(p):
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    esc = [[c.replace("|", "\\|") for c in row] for row in [header, *rows]]
-    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
-    return lines
-
-
-def _markdown(summary: dict, plots: dict[str, str]) -> str:
-    names = summary["model_order"]
-    ms = summary["models"]
-    out = ["# Evaluation report", ""]
-    out.append(
-        "Accuracy: Wilson 95% CI over samples with `correct` not null, shown as "
-        "`estimate [low, high] (correct/n)`. Means: bootstrap 95% percentile CI "
-        f"({summary['settings']['bootstrap_resamples']} resamples, seed "
-        f"{summary['settings']['seed']})."
-    )
-    out += ["", "## Overview", ""]
-    rows = []
-    for n in names:
-        m = ms[n]
-        hd = m["hd95"]
-        rows.append([
-            n, str(m["samples"]), _fmt_acc(m["accuracy"]), _fmt_acc(m["format_rate"]),
-            _fmt_mean(m["iou"]), _fmt_mean(m["dice"]),
-            f"{_num(hd['median'])} (n={hd['n']})" if hd else "—",
-            _num(m["latency_s"]["mean"]) if m["latency_s"] else "—",
-            _num(m["tokens"]["mean"], 1) if m["tokens"] else "—",
-        ])  # fmt: skip
-    out += _table(
-        ["model", "samples", "accuracy", "format rate", "IoU mean", "Dice mean", "HD95 median",
-         "latency s (mean)", "tokens (mean)"], rows,
-    )  # fmt: skip
-    extra = [m for m in ("token_f1", "severity_abs_error") if any(ms[n][m] for n in names)]
-    if extra:
-        out += [""]
-        out += _table(["model", *extra], [[n, *(_fmt_mean(ms[n][m]) for m in extra)]
-                                          for n in names])  # fmt: skip
-    for key, title, plot in (
-        ("accuracy_by_answer_type", "Accuracy by answer type", "accuracy_by_answer_type"),
-        ("accuracy_by_modality", "Accuracy by modality", "accuracy_by_modality"),
-    ):
-        groups = sorted({g for n in names for g in ms[n][key]})
-        out += ["", f"## {title}", ""]
-        rows = [[g, *(_fmt_acc(ms[n][key].get(g)) for n in names)] for g in groups]
-        out += _table([key.rsplit("_by_", 1)[1].replace("_", " "), *names], rows)
-        if plot in plots:
-            out += ["", f"![{title}]({plots[plot]})"]
-    out += ["", "## IoU", ""]
-    if "iou" in plots:
-        out += [f"![IoU distribution]({plots['iou']})"]
-    else:
-        out += ["No sample has an IoU."]
-    if summary["comparisons"]:
-        ref = summary["reference_model"]
-        out += ["", f"## Paired comparisons against {ref}", ""]
-        out.append(
-            f"On the sample ids both files hold; Δ = model − {ref}. Correctness: McNemar test, "
-            "Newcombe CI of the accuracy difference. IoU: paired bootstrap of the mean "
-            "difference. n: pairs used."
-        )
-        out.append("")
-        rows = []
-        for c in summary["comparisons"]:
-            for metric, label in (("accuracy", "accuracy"), ("iou", "IoU mean")):
-                cmp = c[metric]
-                if cmp is None:
-                    rows.append([c["model"], label, "—", "—", "—", "—", "0",
-                                 str(c["common_ids"])])  # fmt: skip
-                    continue
-                ci = "—" if math.isnan(cmp["low"]) else f"[{cmp['low']:+.3f}, {cmp['high']:+.3f}]"
-                rows.append([c["model"], label, f"{cmp['difference']:+.3f}", ci,
-                             _fmt_p(cmp["p_value"]), cmp["method"], str(cmp["n"]),
-                             str(c["common_ids"])])  # fmt: skip
-        out += _table(["model", "metric", f"Δ vs {ref}", "95% CI", "p", "test", "n",
-                       "common ids"], rows)  # fmt: skip
-    out.append("")
-    return "\n".join(out)
-
-
 def make_report(
     prediction_files: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -478,13 +316,13 @@ def make_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = {
-        "accuracy_by_answer_type": _grouped_bars(
+        "accuracy_by_answer_type": accuracy_bars(
             summary, "accuracy_by_answer_type", "Accuracy by answer type", "answer type"
         ),
-        "accuracy_by_modality": _grouped_bars(
+        "accuracy_by_modality": accuracy_bars(
             summary, "accuracy_by_modality", "Accuracy by modality", "modality"
         ),
-        "iou": _iou_plot(models),
+        "iou": iou_boxplot({n: _numbers(recs, "iou") for n, recs in models.items()}),
     }
     plots = {}
     for key, data in images.items():
@@ -495,5 +333,5 @@ def make_report(
     text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
     _atomic_write(out / "summary.json", text.encode("utf-8"))
     report = out / "report.md"
-    _atomic_write(report, _markdown(summary, plots).encode("utf-8"))
+    _atomic_write(report, render_markdown(summary, plots).encode("utf-8"))
     return report

@@ -1,0 +1,115 @@
+"""The report's Markdown: tables of `summarize_models`'s numbers, plots linked by path."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["render_markdown"]
+
+
+def _fmt_acc(cell: dict | None) -> str:
+    if not cell or not cell.get("n"):
+        return "—"
+    return (
+        f"{cell['estimate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] "
+        f"({cell['successes']}/{cell['n']})"
+    )
+
+
+def _fmt_mean(cell: dict | None) -> str:
+    if not cell:
+        return "—"
+    if "estimate" not in cell:
+        return f"median {_num(cell['median'])} (n={cell['n']})"
+    return f"{cell['estimate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] (n={cell['n']})"
+
+
+def _num(v: float, digits: int = 3) -> str:
+    return "inf" if math.isinf(v) else f"{v:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    esc = [[c.replace("|", "\\|") for c in row] for row in [header, *rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+    return lines
+
+
+def render_markdown(summary: dict, plots: dict[str, str]) -> str:
+    """``report.md``'s text from `summarize_models`'s output and the plots' relative paths."""
+    names = summary["model_order"]
+    ms = summary["models"]
+    out = ["# Evaluation report", ""]
+    out.append(
+        "Accuracy: Wilson 95% CI over samples with `correct` not null, shown as "
+        "`estimate [low, high] (correct/n)`. Means: bootstrap 95% percentile CI "
+        f"({summary['settings']['bootstrap_resamples']} resamples, seed "
+        f"{summary['settings']['seed']})."
+    )
+    out += ["", "## Overview", ""]
+    rows = []
+    for n in names:
+        m = ms[n]
+        hd = m["hd95"]
+        rows.append([
+            n, str(m["samples"]), _fmt_acc(m["accuracy"]), _fmt_acc(m["format_rate"]),
+            _fmt_mean(m["iou"]), _fmt_mean(m["dice"]),
+            f"{_num(hd['median'])} (n={hd['n']})" if hd else "—",
+            _num(m["latency_s"]["mean"]) if m["latency_s"] else "—",
+            _num(m["tokens"]["mean"], 1) if m["tokens"] else "—",
+        ])  # fmt: skip
+    out += _table(
+        ["model", "samples", "accuracy", "format rate", "IoU mean", "Dice mean", "HD95 median",
+         "latency s (mean)", "tokens (mean)"], rows,
+    )  # fmt: skip
+    extra = [m for m in ("token_f1", "severity_abs_error") if any(ms[n][m] for n in names)]
+    if extra:
+        out += [""]
+        out += _table(["model", *extra], [[n, *(_fmt_mean(ms[n][m]) for m in extra)]
+                                          for n in names])  # fmt: skip
+    for key, title, plot in (
+        ("accuracy_by_answer_type", "Accuracy by answer type", "accuracy_by_answer_type"),
+        ("accuracy_by_modality", "Accuracy by modality", "accuracy_by_modality"),
+    ):
+        groups = sorted({g for n in names for g in ms[n][key]})
+        out += ["", f"## {title}", ""]
+        rows = [[g, *(_fmt_acc(ms[n][key].get(g)) for n in names)] for g in groups]
+        out += _table([key.rsplit("_by_", 1)[1].replace("_", " "), *names], rows)
+        if plot in plots:
+            out += ["", f"![{title}]({plots[plot]})"]
+    out += ["", "## IoU", ""]
+    if "iou" in plots:
+        out += [f"![IoU distribution]({plots['iou']})"]
+    else:
+        out += ["No sample has an IoU."]
+    if summary["comparisons"]:
+        ref = summary["reference_model"]
+        out += ["", f"## Paired comparisons against {ref}", ""]
+        out.append(
+            f"On the sample ids both files hold; Δ = model − {ref}. Correctness: McNemar test, "
+            "Newcombe CI of the accuracy difference. IoU: paired bootstrap of the mean "
+            "difference. n: pairs used."
+        )
+        out.append("")
+        rows = []
+        for c in summary["comparisons"]:
+            for metric, label in (("accuracy", "accuracy"), ("iou", "IoU mean")):
+                cmp = c[metric]
+                if cmp is None:
+                    rows.append([c["model"], label, "—", "—", "—", "—", "0",
+                                 str(c["common_ids"])])  # fmt: skip
+                    continue
+                ci = "—" if math.isnan(cmp["low"]) else f"[{cmp['low']:+.3f}, {cmp['high']:+.3f}]"
+                rows.append([c["model"], label, f"{cmp['difference']:+.3f}", ci,
+                             _fmt_p(cmp["p_value"]), cmp["method"], str(cmp["n"]),
+                             str(c["common_ids"])])  # fmt: skip
+        out += _table(["model", "metric", f"Δ vs {ref}", "95% CI", "p", "test", "n",
+                       "common ids"], rows)  # fmt: skip
+    out.append("")
+    return "\n".join(out)
