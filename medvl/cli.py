@@ -8,6 +8,7 @@ Every command has ``--help``. Commands:
     medvl data phantoms --out DIR    synthetic scans with known lesions, and their manifest
     medvl tiny build                 build a tiny offline Qwen-VL model into the cache
     medvl sft --config FILE          supervised fine-tuning (config keys overridable: --lr 1e-5)
+    medvl grpo --config FILE         GRPO with verifiable medical rewards
     medvl eval --config FILE         score a model on a manifest (resumable predictions JSONL)
     medvl report PRED... --out DIR   report with CIs, paired comparisons and plots
     medvl quickstart                 the end-to-end tour on bundled real scans
@@ -106,31 +107,30 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sft(args: argparse.Namespace) -> int:
-    from medvl.train import ConfigError, run_sft
-    from medvl.train.sft import expand_resume
-
+def _config_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--key value`` overrides after ``--config``, with ``--resume [CHECKPOINT]``."""
     overrides = list(args.overrides)
-    if args.resume is not None:
-        overrides += ["--resume"] + ([args.resume] if args.resume != "latest" else [])
-    try:
-        final = run_sft(args.config, expand_resume(overrides))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(final)
-    return 0
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        overrides += ["--resume_from", resume]
+    return overrides
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_config_run(args: argparse.Namespace) -> int:
+    """``medvl sft|grpo|eval --config FILE [--key value ...]``: the library's ``run_*``."""
+    import importlib
+
     from medvl.config import ConfigError
-    from medvl.eval.runner import run_eval
 
+    module, name = args.runner
+    run = getattr(importlib.import_module(module), name)
     try:
-        run_eval(args.config, list(args.overrides))
+        result = run(args.config, _config_overrides(args))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.print_result:
+        print(result)
     return 0
 
 
@@ -239,7 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
         help="resume from the latest checkpoint in output_dir, or from the one given",
     )
-    sft.set_defaults(func=_cmd_sft, accepts_overrides=True)
+    sft.set_defaults(func=_cmd_config_run, runner=("medvl.train.sft", "run_sft"),
+                     print_result=True, accepts_overrides=True)  # fmt: skip
+
+    grpo = commands.add_parser(
+        "grpo", help="GRPO fine-tuning with verifiable rewards from a YAML config",
+        description="Group relative policy optimisation of a MedVLM: G sampled answers per "
+        "question, scored by verifiable rewards (format, accuracy, box IoU, severity, reasoning "
+        "length), group-normalised advantages, clipped surrogate + KL to the reference; log-probs "
+        "with the scan encoded once and the prompt's KV cache shared by the group. Any config key "
+        "can be overridden after the config, e.g. `--num_generations 8 --beta 0`.",
+    )
+    grpo.add_argument("--config", required=True, help="a YAML config, e.g. configs/grpo_tiny.yaml")
+    grpo.add_argument(
+        "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+        help="resume from the latest checkpoint in output_dir, or from the one given",
+    )
+    grpo.set_defaults(func=_cmd_config_run, runner=("medvl.train.grpo", "run_grpo"),
+                      print_result=True, accepts_overrides=True)  # fmt: skip
 
     evaluate = commands.add_parser(
         "eval", help="answer a manifest's questions and score them (resumable)",
@@ -249,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. `medvl eval --config configs/eval_tiny.yaml --model outputs/sft_tiny/final`.",
     )
     evaluate.add_argument("--config", required=True, help="a YAML config (configs/eval_*.yaml)")
-    evaluate.set_defaults(func=_cmd_eval, accepts_overrides=True)
+    evaluate.set_defaults(func=_cmd_config_run, runner=("medvl.eval.runner", "run_eval"),
+                          print_result=False, accepts_overrides=True)  # fmt: skip
 
     report = commands.add_parser(
         "report", help="a Markdown report with CIs, paired comparisons and plots",

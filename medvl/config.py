@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import sys
 import tempfile
 import types
 import typing
@@ -363,3 +364,28 @@ class YamlConfig:
     def save_yaml(self, path: str | os.PathLike) -> Path:
         """Writes `to_yaml` to ``path`` atomically; returns ``path``."""
         return atomic_write_text(path, self.to_yaml())
+
+
+def config_main(
+    run: Callable[[str, list[str]], Any], prog: str, argv: Sequence[str] | None = None
+) -> int:
+    """``python -m PROG --config FILE [--key value ...]``: calls ``run(FILE, overrides)`` and
+    prints what it returns; a bad config or override prints the error and returns 2.
+
+    Args:
+        run: e.g. ``run_sft``; it raises `ConfigError` for a bad key or value.
+        prog: The module, for the usage line.
+        argv: The arguments (default ``sys.argv[1:]``).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in args or args.index("--config") + 1 >= len(args):
+        print(f"usage: python -m {prog} --config FILE [--key value ...]", file=sys.stderr)
+        return 2
+    i = args.index("--config")
+    try:
+        result = run(args[i + 1], args[:i] + args[i + 2 :])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result)
+    return 0

@@ -164,3 +164,20 @@ def test_report_on_a_missing_key_names_the_line(tmp_path, capsys):
                    + json.dumps({"id": "b", "model": "m", "correct": True}) + "\n")
     assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "p.jsonl:1" in capsys.readouterr().err
+
+
+def test_grpo_runs_from_the_yaml_config_and_resumes(tmp_path, capsys):
+    assert main(["data", "phantoms", "--out", str(tmp_path / "ph"), "--n", "1",
+                 "--kinds", "chest"]) == 0
+    manifest = capsys.readouterr().out.strip().splitlines()[-1]
+    out = tmp_path / "grpo"
+    args = ["grpo", "--config", str(Path(SFT_TINY).with_name("grpo_tiny.yaml")),
+            "--train_manifest", manifest, "--output_dir", str(out), "--max_steps", "1",
+            "--save_every", "1", "--max_new_tokens", "4", "--batch_size", "1",
+            "--num_generations", "2", "--progress", "false", "--report_to", "none"]
+    assert main(args) == 0
+    assert Path(capsys.readouterr().out.strip().splitlines()[-1]) == out / "final"
+    assert (out / "checkpoint-1" / "trainer_state.json").is_file()
+    # Resuming a finished run continues from checkpoint-1 and has nothing left to do.
+    assert main([*args, "--resume"]) == 0
+    assert json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["global_step"] == 1

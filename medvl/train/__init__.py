@@ -1,11 +1,13 @@
-"""Training: supervised fine-tuning (`SFTConfig`, `SFTTrainer`) on accelerate, YAML configs with
-command-line overrides, and atomic checkpoints with exact resume.
+"""Training: supervised fine-tuning (`SFTConfig`, `SFTTrainer`) and GRPO with verifiable rewards
+(`GRPOConfig`, `GRPOTrainer`) on accelerate, YAML configs with command-line overrides, and atomic
+checkpoints with exact resume.
 
 Public API::
 
     SFTConfig.from_yaml(path, overrides) -> SFTConfig
     SFTTrainer(config, model=None, train_dataset=None, eval_dataset=None).train() -> final dir
     run_sft(config_path, overrides) -> final dir     # what `medvl sft` calls
+    GRPOConfig, GRPOTrainer, run_grpo                # the same shape; `medvl grpo`
     YamlConfig, ConfigError                          # base of every trainer/evaluator config
     latest_checkpoint(output_dir), list_checkpoints(output_dir)
 """
@@ -26,11 +28,16 @@ _LAZY = {
     "SFTConfig": "medvl.train.sft_config",
     "SFTTrainer": "medvl.train.sft",
     "run_sft": "medvl.train.sft",
+    "GRPOConfig": "medvl.train.grpo_config",
+    "GRPOTrainer": "medvl.train.grpo",
+    "run_grpo": "medvl.train.grpo",
 }
 
 if TYPE_CHECKING:
     from medvl.config import ConfigError, YamlConfig
     from medvl.train.checkpoint import TrainerState, latest_checkpoint, list_checkpoints
+    from medvl.train.grpo import GRPOTrainer, run_grpo
+    from medvl.train.grpo_config import GRPOConfig
     from medvl.train.sft import SFTTrainer, run_sft
     from medvl.train.sft_config import SFTConfig
 
@@ -42,6 +49,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "GRPOConfig",
+    "GRPOTrainer",
+    "run_grpo",
     "ConfigError",
     "SFTConfig",
     "SFTTrainer",

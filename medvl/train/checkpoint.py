@@ -311,6 +311,26 @@ def save_checkpoint(
     return final
 
 
+def save_final(
+    accelerator: Any, output_dir: Path, write_model: Callable[[Path], None], name: str = "final"
+) -> Path:
+    """Writes the trained model to ``output_dir/<name>`` atomically: ``write_model`` fills a
+    temporary folder (main process only), which is then renamed into place. Every process
+    must call it; returns the folder."""
+    final = output_dir / name
+    if accelerator.is_main_process:
+        tmp = output_dir / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            write_model(tmp)
+            swap_in(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
 def swap_in(tmp: Path, final: Path) -> None:
     """Atomically renames ``tmp`` to ``final``; an existing ``final`` (a rerun of the same step
     after resuming from an earlier checkpoint) is moved aside first and deleted after."""

@@ -20,8 +20,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import sys
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
@@ -33,7 +31,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from medvl.config import ConfigError
+from medvl.config import config_main
 from medvl.data.dataset import MedVLDataset
 from medvl.train.checkpoint import (
     EpochSampler,
@@ -43,7 +41,7 @@ from medvl.train.checkpoint import (
     remove_stale_tmp,
     resolve_resume,
     save_checkpoint,
-    swap_in,
+    save_final,
     truncate_log,
 )
 from medvl.train.sft_config import SFTConfig
@@ -330,18 +328,7 @@ class SFTTrainer:
     def save_final(self) -> Path:
         """Writes the trained model and its config to ``output_dir/final`` atomically (main
         process) and returns the folder."""
-        final = self.output_dir / FINAL_DIR
-        if self.accelerator.is_main_process:
-            tmp = self.output_dir / f".tmp-{FINAL_DIR}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            try:
-                self._write_model(tmp)
-                swap_in(tmp, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        return final
+        return save_final(self.accelerator, self.output_dir, self._write_model, FINAL_DIR)
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(self.accelerator, path)
@@ -416,19 +403,7 @@ def expand_resume(args: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m medvl.train.sft --config FILE [--key value ...] [--resume]``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in args or args.index("--config") + 1 >= len(args):
-        print("usage: python -m medvl.train.sft --config FILE [--key value ...]", file=sys.stderr)
-        return 2
-    i = args.index("--config")
-    path = args[i + 1]
-    try:
-        final = run_sft(path, args[:i] + args[i + 2 :])
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(final)
-    return 0
+    return config_main(run_sft, "medvl.train.sft", argv)
 
 
 if __name__ == "__main__":
