@@ -311,6 +311,31 @@ def save_checkpoint(
     return final
 
 
+LOG_FILE = "train_log.jsonl"
+
+
+def start_run(accelerator: Any, config: Any, output_dir: Path) -> Path | None:
+    """Prepares ``output_dir`` for a run and returns the checkpoint to resume from, if any.
+
+    The main process creates the folder, clears temporaries a crash left behind and saves the
+    config actually used (``config.yaml``); then ``config.resume_from`` is resolved. Every
+    process must call it.
+    """
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(output_dir)
+        config.save_yaml(output_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    return resolve_resume(config.resume_from, output_dir)
+
+
+def append_log(accelerator: Any, output_dir: Path, record: dict[str, float]) -> None:
+    """Appends one logged record to ``output_dir/train_log.jsonl`` (main process only)."""
+    if accelerator.is_main_process:
+        with open(output_dir / LOG_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 def save_final(
     accelerator: Any, output_dir: Path, write_model: Callable[[Path], None], name: str = "final"
 ) -> Path:

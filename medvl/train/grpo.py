@@ -38,7 +38,6 @@ normalises its loss by its own token count and gradients are averaged.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -57,14 +56,15 @@ from medvl.config import config_main
 from medvl.data.dataset import MedVLDataset
 from medvl.train import rewards as R
 from medvl.train.checkpoint import (
+    LOG_FILE,
     EpochSampler,
     TrainerState,
+    append_log,
     load_checkpoint,
     register_trainable_state_hooks,
-    remove_stale_tmp,
-    resolve_resume,
     save_checkpoint,
     save_final,
+    start_run,
     truncate_log,
 )
 from medvl.train.grpo_config import GRPOConfig
@@ -76,7 +76,6 @@ __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout", "build_rewards", "grpo_loss",
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "train_log.jsonl"
 FINAL_DIR = "final"
 
 
@@ -346,12 +345,7 @@ class GRPOTrainer:
         """Trains to ``max_steps`` (resuming if ``config.resume_from`` says so), writes
         ``output_dir/final`` and returns it."""
         acc, cfg = self.accelerator, self.config
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_tmp(self.output_dir)
-            cfg.save_yaml(self.output_dir / "config.yaml")
-        acc.wait_for_everyone()
-        resume = resolve_resume(cfg.resume_from, self.output_dir)
+        resume = start_run(acc, cfg, self.output_dir)
         if resume is not None:
             self._resume(resume)
         acc.init_trackers(cfg.run_name, config=cfg.to_flat_dict())
@@ -392,9 +386,7 @@ class GRPOTrainer:
         acc = self.accelerator
         step = int(record["step"])
         acc.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
-        if acc.is_main_process:
-            with open(self.output_dir / LOG_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        append_log(acc, self.output_dir, record)
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ the end; ``resume_from="latest"`` continues exactly where the last one stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,14 +33,15 @@ from tqdm.auto import tqdm
 from medvl.config import config_main
 from medvl.data.dataset import MedVLDataset
 from medvl.train.checkpoint import (
+    LOG_FILE,
     EpochSampler,
     TrainerState,
+    append_log,
     load_checkpoint,
     register_trainable_state_hooks,
-    remove_stale_tmp,
-    resolve_resume,
     save_checkpoint,
     save_final,
+    start_run,
     truncate_log,
 )
 from medvl.train.sft_config import SFTConfig
@@ -50,7 +50,6 @@ __all__ = ["SFTConfig", "SFTTrainer", "expand_resume", "load_model", "run_sft"]
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "train_log.jsonl"
 FINAL_DIR = "final"
 
 
@@ -191,12 +190,7 @@ class SFTTrainer:
         """Trains to ``max_steps`` (resuming if ``config.resume_from`` says so), writes
         ``output_dir/final`` and returns it."""
         acc, cfg = self.accelerator, self.config
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_tmp(self.output_dir)
-            cfg.save_yaml(self.output_dir / "config.yaml")
-        acc.wait_for_everyone()
-        resume = resolve_resume(cfg.resume_from, self.output_dir)
+        resume = start_run(acc, cfg, self.output_dir)
         if resume is not None:
             self._resume(resume)
         acc.init_trackers(cfg.run_name, config=cfg.to_flat_dict())
@@ -281,9 +275,7 @@ class SFTTrainer:
         step = int(record["step"])
         values = {k.removeprefix("eval_"): v for k, v in record.items() if k != "step"}
         acc.log({f"{prefix}/{k}": v for k, v in values.items()}, step=step)
-        if acc.is_main_process:
-            with open(self.output_dir / LOG_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        append_log(acc, self.output_dir, record)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
