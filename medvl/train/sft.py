@@ -359,8 +359,11 @@ def _changed_keys(saved: Path, config: SFTConfig) -> str:
 
 
 def _sync_model_config(model: Any, config: SFTConfig) -> None:
-    """Make the saved model answer the way it was trained: loss weights and view settings."""
+    """Make the saved model answer the way it was trained: loss weights, view settings and
+    whether replies reason first."""
     mc = getattr(model, "config", None)
+    if mc is not None and config.reasoning is not None and hasattr(mc, "reasoning"):
+        mc.reasoning = config.reasoning
     for ours, theirs in (
         ("box_loss_weight", config.box_loss_weight), ("mask_loss_weight", config.mask_loss_weight),
         ("view", config.dataset.view), ("n_frames", config.dataset.n_frames),

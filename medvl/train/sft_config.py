@@ -31,6 +31,9 @@ class SFTConfig(YamlConfig):
         lora: peft LoRA settings (``r``, ``lora_alpha``, ``target_modules``...) or None for full
             fine-tuning.
         heads: Grounding heads to add and train (e.g. ``["box"]``).
+        reasoning: Train replies with ``<think>`` reasoning then the answer (True), the answer
+            alone (False), or as the model's config says (None); saved in the model's config,
+            so the fine-tuned model is asked the way it was trained.
         dtype: Dtype the model weights are loaded in.
         lr: Peak learning rate.
         weight_decay: AdamW weight decay (matrices only; biases and norms are not decayed).
@@ -73,6 +76,7 @@ class SFTConfig(YamlConfig):
     output_dir: str = "outputs/sft"
     lora: dict[str, Any] | None = None
     heads: list[str] = field(default_factory=list)
+    reasoning: bool | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lr: float = 2e-5
     weight_decay: float = 0.0
