@@ -276,3 +276,23 @@ def test_phantoms_do_not_import_higher_layers():
                 names = [node.module]
             for name in names:
                 assert not name.startswith("medvl.") or name.startswith("medvl.scans"), path
+
+
+def test_chest_difficulty_levels_keep_the_truth_and_make_findings_conspicuous():
+    from medvl.scans.phantoms.chest import make_chest_case
+
+    seed = next(s for s in range(100) if make_chest_case(s).finding("nodule").present)
+    real, easy = make_chest_case(seed), make_chest_case(seed, "easiest")
+    assert [(f.name, f.severity, f.location) for f in real.findings] == [
+        (f.name, f.severity, f.location) for f in easy.findings
+    ]
+    label = real.finding("nodule").mask_label
+    assert (easy.mask == label).sum() > 4 * (real.mask == label).sum()  # radius x3
+    image = easy.image[0]
+    for f in easy.present:
+        painted = image[easy.mask == f.mask_label]
+        assert (painted == (0 if f.name == "pneumothorax" else 4095)).all(), f.name
+    background = (easy.mask == 0) & (easy.anatomy_mask > 0)
+    assert image[background].max() <= 0.3 * 4095 + 1
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        make_chest_case(seed, "hard")

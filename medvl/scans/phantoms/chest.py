@@ -41,6 +41,14 @@ NODULE_ZONES = ("right upper zone", "right lower zone", "left upper zone", "left
 _CTR = {0: (0.38, 0.47), 1: (0.53, 0.55), 2: (0.58, 0.60), 3: (0.63, 0.68)}
 _SIDES = {"right": -1.0, "left": 1.0}  # patient side -> direction along x on a PA film
 
+DIFFICULTIES = {"easiest": (3.0, 0.3), "easy": (2.0, 0.6), "realistic": (1.0, 1.0)}
+"""Level -> (nodule scale, anatomy contrast). Below ``realistic`` the nodule's radius grows by
+the scale, the anatomy's brightness is multiplied by the contrast and each present finding is
+painted white (black for a pneumothorax) over it. The random-init small
+models read none of the realistic findings; the ladder is what they can learn first
+(docs/learning.md: at ``easiest`` a nodule's presence is learned above chance, at realistic not).
+"""
+
 
 def _grade(rng: np.random.Generator) -> int:
     return 0 if rng.random() < 0.5 else int(rng.integers(1, 4))
@@ -156,7 +164,7 @@ def _markings(rng, t: _Thorax) -> np.ndarray:
     return render_lines((SIZE, SIZE), trees)[0]
 
 
-def _findings(rng, t: _Thorax, grades: dict[str, int]) -> tuple[dict, dict]:
+def _findings(rng, t: _Thorax, grades: dict[str, int], scale: float = 1.0) -> tuple[dict, dict]:
     """Masks and locations of the lung and pleural findings (cardiomegaly is the heart)."""
     masks: dict[str, np.ndarray] = {}
     where: dict[str, str] = {}
@@ -182,7 +190,7 @@ def _findings(rng, t: _Thorax, grades: dict[str, int]) -> tuple[dict, dict]:
     if g := grades["nodule"]:
         side = str(rng.choice(list(_SIDES)))
         zone = str(rng.choice(["upper", "lower"]))
-        r = (3.5, 6.0, 9.5)[g - 1] * rng.uniform(0.9, 1.1)
+        r = (3.5, 6.0, 9.5)[g - 1] * scale * rng.uniform(0.9, 1.1)
         free = t.lung(side).copy()
         for m in masks.values():
             free &= ~ndimage.binary_dilation(m, iterations=3)
@@ -242,22 +250,30 @@ def _render(rng, t: _Thorax, masks: dict[str, np.ndarray]) -> np.ndarray:
     return np.clip(img * heel + rng.normal(0, 0.01, img.shape), 0.0, 1.0)
 
 
-def make_chest_case(seed: int) -> PhantomCase:
+def make_chest_case(seed: int, difficulty: str = "realistic") -> PhantomCase:
     """Builds the chest X-ray phantom of one seed.
 
     Args:
         seed: Any integer >= 0; the same seed always gives the same case.
+        difficulty: A level of `DIFFICULTIES`; the grades and sides drawn do not depend on it.
 
     Returns:
         A `PhantomCase` with a ``(1, 256, 256)`` uint16 image (12 stored bits, 1.4 mm pixels),
         the finding label map and the four findings of `FINDINGS`.
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {list(DIFFICULTIES)}, got {difficulty!r}")
+    scale, contrast = DIFFICULTIES[difficulty]
     rng = rng_for("chest", seed)
     grades = {name: _grade(rng) for name in FINDINGS}
     ctr = rng.uniform(*_CTR[grades["cardiomegaly"]])
     t = _Thorax(rng, ctr)
-    masks, where = _findings(rng, t, grades)
+    masks, where = _findings(rng, t, grades, scale)
     image = _render(rng, t, masks)
+    if difficulty != "realistic":
+        image = image * contrast
+        for name, mask in masks.items():
+            image[mask] = 0.0 if name == "pneumothorax" else 1.0
     empty = f"chest seed {seed}: {{name}} of grade {{grade}} is empty"
     label, findings = label_findings(FINDINGS, masks, grades, where, (SIZE, SIZE), SPACING, empty)
     lab = np.zeros((SIZE, SIZE), np.uint8)
