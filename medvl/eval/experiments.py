@@ -1,0 +1,246 @@
+"""Does fine-tuning teach a model to read the picture? Train, then answer own and swapped scans.
+
+Each experiment goes through medvl's own path, as a user's would: manifests on disk,
+`SFTTrainer` (answer only, no reasoning), then the evaluator on the held-out samples twice, once
+with each sample's own scan and once with another sample's (`medvl.eval.ablations.swap_scans`).
+A model that reads the scan is right on its own scans and at chance on swapped ones; one that
+learned the answer prior is at chance on both.
+
+* `run_seeing`: the seeing tasks of `medvl.data.seeing` (is a disc there, which quadrant).
+* `run_phantom_reading`: chest phantoms at a difficulty level, scored with
+  `medvl.eval.learning.learning_table`.
+
+Both call `medvl.train`: experiments, like the quickstart, not library layers.
+
+Example:
+    >>> result = run_seeing("runs/sees/qwen3_vl", "quadrant", family="qwen3_vl", steps=400)
+    >>> print(result.accuracy, result.swapped, result.chance)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from medvl.data.manifest import read_manifest, write_manifest
+from medvl.data.sample import Sample
+from medvl.data.seeing import write_seeing_task
+from medvl.eval.ablations import swap_scans
+from medvl.eval.learning import LearningTable, learning_table
+from medvl.eval.stats import Interval, proportion_ci
+
+__all__ = ["SeeingResult", "run_phantom_reading", "run_seeing", "train_and_answer"]
+
+CHANCE = {"presence": 0.5, "quadrant": 0.25}
+
+
+def train_and_answer(
+    folder: str | os.PathLike,
+    train: str | os.PathLike,
+    test: str | os.PathLike,
+    model: str,
+    steps: int,
+    lr: float = 1e-3,
+    warmup_steps: int = 10,
+    batch_size: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """Fine-tunes ``model`` on the ``train`` manifest, then answers ``test`` with own and swapped
+    scans.
+
+    Args:
+        folder: Work folder: ``sft/`` (the run, ``final/``) and the prediction files.
+        train: Training manifest.
+        test: Held-out manifest; its swapped twin ``<stem>_swapped.jsonl`` is written beside
+            it.
+        model: A model folder or ``tiny:<family>-<size>``.
+        steps: SFT optimizer steps (cosine after ``warmup_steps``).
+        lr: Peak learning rate.
+        warmup_steps: Linear warm-up steps.
+        batch_size: Samples per step.
+        seed: Seeds the training, the swap and the answers.
+        progress: Show tqdm bars.
+
+    Returns:
+        ``{"own": rows, "swapped": rows}``: prediction rows of `medvl.eval.runner.evaluate`.
+    """
+    from medvl.data.dataset import DatasetConfig
+    from medvl.eval.runner import EvalConfig, evaluate, read_predictions
+    from medvl.train.sft import SFTConfig, SFTTrainer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    test = Path(test)  # the swapped twin sits beside it: image paths are relative
+    swapped = write_manifest(
+        test.with_name(f"{test.stem}_swapped.jsonl"), swap_scans(read_manifest(test), seed=seed)
+    )
+    config = SFTConfig(
+        model=model, train_manifest=str(train), output_dir=str(folder / "sft"), lr=lr,
+        warmup_steps=warmup_steps, max_steps=steps, batch_size=batch_size, save_every=None,
+        report_to="none", reasoning=False, seed=seed, progress=progress, log_every=50,
+        dataset=DatasetConfig(cache="memory"),
+    )  # fmt: skip
+    trainer = SFTTrainer(config)
+    trainer.train()
+    tuned = trainer.accelerator.unwrap_model(trainer.model).eval()
+    rows = {}
+    for name, manifest in (("own", test), ("swapped", swapped)):
+        out = evaluate(
+            EvalConfig(
+                model=str(folder / "sft" / "final"), manifest=str(manifest),
+                output=str(folder / f"predictions_{name}.jsonl"), model_name=name,
+                reasoning=False, max_new_tokens=16, batch_size=8, seed=seed, progress=progress,
+            ),  # fmt: skip
+            model=tuned,
+        )
+        rows[name] = read_predictions(out)
+    return rows
+
+
+@dataclass(frozen=True)
+class SeeingResult:
+    """The outcome of one `run_seeing`.
+
+    Attributes:
+        task: ``presence`` or ``quadrant``.
+        model: The model trained, e.g. ``tiny:qwen2_5_vl-small``.
+        steps: Optimizer steps of SFT.
+        accuracy: Held-out accuracy on the samples' own pictures (Wilson 95% CI).
+        swapped: Accuracy of the same questions on swapped pictures (Wilson 95% CI).
+        chance: Accuracy of the most common answer (answers are balanced).
+        seconds: Wall time of the whole run (data, training, both evaluations).
+    """
+
+    task: str
+    model: str
+    steps: int
+    accuracy: Interval
+    swapped: Interval
+    chance: float
+    seconds: float
+
+    @property
+    def sees(self) -> bool:
+        """Own-picture accuracy's CI is above chance and swapped's CI includes chance."""
+        return self.accuracy.low > self.chance and self.swapped.low <= self.chance
+
+
+def _accuracy(rows: Sequence[dict[str, Any]]) -> Interval:
+    return proportion_ci(sum(bool(r["correct"]) for r in rows), len(rows))
+
+
+def _fresh(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    return folder
+
+
+def run_seeing(
+    folder: str | os.PathLike,
+    task: Literal["presence", "quadrant"],
+    family: str = "qwen2_5_vl",
+    size: str = "small",
+    steps: int = 600,
+    lr: float = 1e-3,
+    batch_size: int = 4,
+    n_train: int = 160,
+    n_test: int = 40,
+    seed: int = 0,
+    progress: bool = False,
+) -> SeeingResult:
+    """Writes a seeing task, fine-tunes a tiny build on it and scores the held-out split.
+
+    Args:
+        folder: Work folder (data, SFT output, predictions); a reused folder starts over.
+        task: ``presence`` or ``quadrant`` (`medvl.data.seeing`).
+        family: ``qwen2_vl``, ``qwen2_5_vl`` or ``qwen3_vl``.
+        size: Tiny build size, ``tiny`` or ``small``.
+        steps: SFT optimizer steps.
+        lr: Peak learning rate (10 warm-up steps, then cosine).
+        batch_size: Samples per step.
+        n_train: Training pictures.
+        n_test: Held-out pictures.
+        seed: Seeds the pictures, the training and the swap.
+        progress: Show tqdm bars.
+    """
+    start = time.perf_counter()
+    folder = _fresh(folder)
+    train, test = write_seeing_task(folder / "data", task, n_train, n_test, seed=seed)
+    model = f"tiny:{family}-{size}"
+    rows = train_and_answer(folder, train, test, model, steps, lr=lr, batch_size=batch_size,
+                            seed=seed, progress=progress)  # fmt: skip
+    return SeeingResult(task, model, steps, _accuracy(rows["own"]), _accuracy(rows["swapped"]),
+                        CHANCE[task], time.perf_counter() - start)  # fmt: skip
+
+
+def _chest_samples(
+    folder: Path, n: int, set_seed: int, difficulty: str, types: Sequence[str],
+    question: str, split: str,
+) -> list[Sample]:  # fmt: skip
+    from medvl.data.phantom_samples import phantom_samples
+    from medvl.scans.phantoms import case_seed
+    from medvl.scans.phantoms.chest import make_chest_case
+    from medvl.scans.phantoms.writers import write_case
+
+    def cases():
+        for i in range(n):
+            case = make_chest_case(case_seed(set_seed, i), difficulty)
+            write_case(case, folder)
+            yield case
+
+    kept = []
+    for s in phantom_samples(cases()):
+        if s.answer_type not in types:
+            continue
+        if question and s.answer_type == "closed" and question not in s.question:
+            continue
+        kept.append(Sample.from_dict(s.to_dict() | {"split": split}))
+    return kept
+
+
+def run_phantom_reading(
+    folder: str | os.PathLike,
+    difficulty: str = "easiest",
+    n_train: int = 800,
+    n_test: int = 100,
+    types: Sequence[str] = ("closed",),
+    question: str = "nodule",
+    model: str = "tiny:qwen2_5_vl-tiny",
+    steps: int = 1200,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> LearningTable:
+    """Fine-tunes on chest phantoms at a difficulty level and builds the learning table.
+
+    Training and held-out cases come from different seed sets, so no held-out scan was seen.
+
+    Args:
+        folder: Work folder; a reused folder starts over.
+        difficulty: A level of `medvl.scans.phantoms.chest.DIFFICULTIES`.
+        n_train: Training cases (each gives several samples).
+        n_test: Held-out cases.
+        types: Answer types kept, among ``closed``, ``choice``, ``severity``.
+        question: Keep only closed questions whose text holds this word (``""``: all).
+        model: A model folder or ``tiny:<family>-<size>``.
+        steps: SFT optimizer steps (20 warm-up steps, then cosine).
+        lr: Peak learning rate.
+        seed: Seeds the case sets, the training, the swap and the answers.
+        progress: Show tqdm bars.
+    """
+    folder = _fresh(folder)
+    data = folder / "data"
+    train = _chest_samples(data, n_train, 2 * seed + 1, difficulty, types, question, "train")
+    test = _chest_samples(data, n_test, 2 * seed + 2, difficulty, types, question, "test")
+    train_path = write_manifest(data / "train.jsonl", train)
+    test_path = write_manifest(data / "test.jsonl", test)
+    rows = train_and_answer(folder, train_path, test_path, model, steps, lr=lr, warmup_steps=20,
+                            seed=seed, progress=progress)  # fmt: skip
+    return learning_table(rows["own"], rows["swapped"], train, test, seed=seed)
