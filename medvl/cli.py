@@ -102,6 +102,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     run_quickstart(
         family=args.family, size=args.size, n_frames=args.frames,
         max_new_tokens=args.max_new_tokens, model_path=args.model, sft_steps=args.sft_steps,
+        reading_steps=args.reading_steps,
         out_dir=args.out,
     )
     return 0
@@ -286,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the small offline model (or load --model), load the real scans that "
         "pydicom, nibabel, nilearn and scikit-image ship, ask the model about each (volumes as "
         "video frames) and print each answer with its vision-token cost; then write phantoms, "
-        "fine-tune the model with a box head and locate findings on held-out phantoms.",
+        "fine-tune the model with a box head and locate findings on held-out phantoms; then show "
+        "learning: a tiny model fine-tuned on chest phantoms answers held-out cases with their "
+        "own scans and with swapped scans.",
     )
     quick.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
     quick.add_argument("--size", choices=SIZES, default="small")
@@ -296,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument(
         "--sft-steps", type=int, default=40, help="SFT steps on phantoms (0 skips training)"
     )
+    quick.add_argument(
+        "--reading-steps", type=int, default=1200,
+        help="SFT steps of part three, own vs swapped scans (0 skips it)",
+    )  # fmt: skip
     quick.add_argument("--out", help="folder for phantoms and the fine-tuned model (default: temp)")
     quick.set_defaults(func=_cmd_quickstart)
     return parser
