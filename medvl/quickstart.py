@@ -221,7 +221,7 @@ def show_learning(out: Path, steps: int, cases: int) -> Any:
           f"nodule' over {cases} chest phantoms at the easiest difficulty, then held-out cases "
           "asked with their own scans and with other cases' scans")  # fmt: skip
     table = run_phantom_reading(out, "easiest", n_train=cases, n_test=max(30, cases // 8),
-                                steps=steps)  # fmt: skip
+                                steps=steps, progress=True)  # fmt: skip
     print(table.to_markdown())
     for row in table.rows:
         verdict = "reads the scan" if row.beats_bar else "does not yet read the scan"
