@@ -2,7 +2,7 @@
 
     python bench/learning.py [--difficulty easiest|easy|realistic] [--n 800] [--n-test 100]
                              [--types closed] [--question nodule] [--steps 1200]
-                             [--model tiny:qwen2_5_vl-tiny]
+                             [--model tiny:qwen2_5_vl-tiny] [--reasoning]
 
 `medvl.eval.experiments.run_phantom_reading`: ``--n`` training and ``--n-test`` held-out chest
 phantoms (different seeds) at the difficulty (`medvl.scans.phantoms.chest.DIFFICULTIES`), the
@@ -32,12 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=800, help="training cases")
     parser.add_argument("--n-test", type=int, default=100, help="held-out cases")
     parser.add_argument("--types", nargs="+", default=["closed"],
-                        choices=["closed", "choice", "severity"])  # fmt: skip
+                        choices=["closed", "choice", "severity", "grounding"])  # fmt: skip
     parser.add_argument("--question", default="nodule",
                         help="keep only closed questions containing this word ('' keeps all)")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--model", default="tiny:qwen2_5_vl-tiny")
+    parser.add_argument("--reasoning", action="store_true",
+                        help="train and answer with <think> reasoning first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp)")
     args = parser.parse_args(argv)
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         table = run_phantom_reading(
             (args.out or Path(tmp)) / "run", args.difficulty, args.n, args.n_test, args.types,
             args.question, args.model, args.steps, args.lr, args.seed, progress=True,
+            reasoning=args.reasoning,
         )  # fmt: skip
     print(f"\nchest phantoms, difficulty {args.difficulty}, {args.model}, {args.steps} steps, "
           f"{table.n} held-out samples, {time.perf_counter() - start:.0f} s\n")  # fmt: skip

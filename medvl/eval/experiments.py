@@ -50,6 +50,9 @@ def train_and_answer(
     batch_size: int = 4,
     seed: int = 0,
     progress: bool = False,
+    heads: Sequence[str] = (),
+    reasoning: bool = False,
+    max_new_tokens: int = 16,
 ) -> dict[str, list[dict[str, Any]]]:
     """Fine-tunes ``model`` on the ``train`` manifest, then answers ``test`` with own and swapped
     scans.
@@ -66,6 +69,9 @@ def train_and_answer(
         batch_size: Samples per step.
         seed: Seeds the training, the swap and the answers.
         progress: Show tqdm bars.
+        heads: Grounding heads to train (e.g. ``["box"]``).
+        reasoning: Train and answer with ``<think>`` reasoning first (else the answer alone).
+        max_new_tokens: Generation budget per answer.
 
     Returns:
         ``{"own": rows, "swapped": rows}``: prediction rows of `medvl.eval.runner.evaluate`.
@@ -83,8 +89,8 @@ def train_and_answer(
     config = SFTConfig(
         model=model, train_manifest=str(train), output_dir=str(folder / "sft"), lr=lr,
         warmup_steps=warmup_steps, max_steps=steps, batch_size=batch_size, save_every=None,
-        report_to="none", reasoning=False, seed=seed, progress=progress, log_every=50,
-        dataset=DatasetConfig(cache="memory"),
+        report_to="none", reasoning=reasoning, seed=seed, progress=progress, log_every=50,
+        dataset=DatasetConfig(cache="memory"), heads=list(heads),
     )  # fmt: skip
     trainer = SFTTrainer(config)
     trainer.train()
@@ -95,7 +101,8 @@ def train_and_answer(
             EvalConfig(
                 model=str(folder / "sft" / "final"), manifest=str(manifest),
                 output=str(folder / f"predictions_{name}.jsonl"), model_name=name,
-                reasoning=False, max_new_tokens=16, batch_size=8, seed=seed, progress=progress,
+                reasoning=reasoning, max_new_tokens=max_new_tokens, batch_size=8, seed=seed,
+                progress=progress,
             ),  # fmt: skip
             model=tuned,
         )
@@ -217,6 +224,7 @@ def run_phantom_reading(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = False,
+    reasoning: bool = False,
 ) -> LearningTable:
     """Fine-tunes on chest phantoms at a difficulty level and builds the learning table.
 
@@ -227,13 +235,16 @@ def run_phantom_reading(
         difficulty: A level of `medvl.scans.phantoms.chest.DIFFICULTIES`.
         n_train: Training cases (each gives several samples).
         n_test: Held-out cases.
-        types: Answer types kept, among ``closed``, ``choice``, ``severity``.
+        types: Answer types kept, among ``closed``, ``choice``, ``severity`` and ``grounding``
+            (which adds a box head).
         question: Keep only closed questions whose text holds this word (``""``: all).
         model: A model folder or ``tiny:<family>-<size>``.
         steps: SFT optimizer steps (20 warm-up steps, then cosine).
         lr: Peak learning rate.
         seed: Seeds the case sets, the training, the swap and the answers.
         progress: Show tqdm bars.
+        reasoning: Train and answer with ``<think>`` reasoning (256 new tokens) or the answer
+            alone (64).
     """
     folder = _fresh(folder)
     data = folder / "data"
@@ -241,6 +252,9 @@ def run_phantom_reading(
     test = _chest_samples(data, n_test, 2 * seed + 2, difficulty, types, question, "test")
     train_path = write_manifest(data / "train.jsonl", train)
     test_path = write_manifest(data / "test.jsonl", test)
-    rows = train_and_answer(folder, train_path, test_path, model, steps, lr=lr, warmup_steps=20,
-                            seed=seed, progress=progress)  # fmt: skip
+    rows = train_and_answer(
+        folder, train_path, test_path, model, steps, lr=lr, warmup_steps=20, seed=seed,
+        progress=progress, heads=["box"] if "grounding" in types else [], reasoning=reasoning,
+        max_new_tokens=256 if reasoning else 64,
+    )  # fmt: skip
     return learning_table(rows["own"], rows["swapped"], train, test, seed=seed)
