@@ -11,9 +11,9 @@ from medvl.eval.learning import learning_table
 OPTIONS = {"A": "a", "B": "b", "C": "c", "D": "d"}
 
 
-def _s(i, kind, answer, anatomy="chest", box=None, severity=None) -> Sample:
+def _s(i, kind, answer, anatomy="chest", box=None, severity=None, question="q?") -> Sample:
     record = {"id": f"s{i}", "image": f"{i}.png", "modality": "X-ray", "anatomy": anatomy,
-              "question": "q?", "answer": answer, "answer_type": kind}  # fmt: skip
+              "question": question, "answer": answer, "answer_type": kind}  # fmt: skip
     if kind == "choice":
         record["options"] = OPTIONS
     if box is not None:
@@ -40,10 +40,23 @@ def test_mean_box_is_fitted_per_modality_and_scored_by_iou():
     train = [_s(0, "grounding", "x", box=[0.0, 0.0, 0.5, 0.5]),
              _s(1, "grounding", "x", box=[0.5, 0.5, 1.0, 1.0])]  # fmt: skip
     boxes = fit_mean_box(train)
-    assert boxes == {("X-ray", 4): [0.25, 0.25, 0.75, 0.75]}
+    assert boxes == {("X-ray", 4, "q?"): [0.25, 0.25, 0.75, 0.75],
+                     ("X-ray", 4, ""): [0.25, 0.25, 0.75, 0.75]}  # fmt: skip
     ious = mean_box_ious(boxes, [_s(5, "grounding", "x", box=[0.25, 0.25, 0.75, 0.75]),
                                  _s(6, "grounding", "x", box=[0.0, 0.0, 0.25, 0.25])])  # fmt: skip
     assert ious == {"s5": pytest.approx(1.0), "s6": pytest.approx(0.0)}
+
+
+def test_mean_box_knows_where_each_question_points():
+    heart, lung = [0.4, 0.5, 0.7, 0.8], [0.1, 0.1, 0.4, 0.7]
+    train = [_s(0, "grounding", "x", box=heart, question="Locate the heart."),
+             _s(1, "grounding", "x", box=lung, question="Locate the right lung.")]  # fmt: skip
+    test = [_s(5, "grounding", "x", box=heart, question="Locate the heart."),
+            _s(6, "grounding", "x", box=lung, question="Locate the right lung."),
+            _s(7, "grounding", "x", box=heart, question="Locate the nodule.")]  # fmt: skip
+    ious = mean_box_ious(fit_mean_box(train), test)
+    assert ious["s5"] == pytest.approx(1.0) and ious["s6"] == pytest.approx(1.0)
+    assert 0.0 < ious["s7"] < 1.0  # an unseen question gets the modality's mean box
 
 
 def _rows(samples, correct, iou=None):

@@ -6,8 +6,8 @@ A claim that a model reads scans needs these beside it. Each is computed from sa
   choice, 1/2 for yes/no, ``1 / grades`` for severity);
 * `prior_accuracy`: the most common training answer per answer type and anatomy, the best a
   model can do from the question's kind alone;
-* `fit_mean_box` / `mean_box_ious`: one constant box per modality and box size, fitted on the
-  training split, scored on the test split like a model's boxes.
+* `fit_mean_box` / `mean_box_ious`: one constant box per question (else per modality) and box
+  size, fitted on the training split, scored on the test split like a model's boxes.
 
 Example:
     >>> train = [{"answer_type": "closed", "anatomy": "knee", "answer": "yes"}] * 3
@@ -85,33 +85,41 @@ def prior_accuracy(train: Iterable[Any], test: Iterable[Any]) -> dict[str, float
     return {k: float(np.mean(v)) for k, v in sorted(hits.items())}
 
 
-def fit_mean_box(train: Iterable[Any]) -> dict[tuple[str, int], list[float]]:
-    """The mean training box of each (modality, box length): the "mean box" baseline.
+def fit_mean_box(train: Iterable[Any]) -> dict[tuple[str, int, str], list[float]]:
+    """The mean training box of each (modality, box length, question): the "mean box" baseline.
+
+    Keyed by the question too, because the question names the target ("Locate the heart"): a
+    model that never looks at the scan still knows where hearts usually are. The modality's mean
+    over all questions is kept under the question ``""`` for questions unseen in training.
 
     Returns:
-        ``{(modality, 4 or 6): box}`` over the samples that have a box.
+        ``{(modality, 4 or 6, question): box}`` over the samples that have a box.
     """
-    boxes: dict[tuple[str, int], list[Sequence[float]]] = defaultdict(list)
+    boxes: dict[tuple[str, int, str], list[Sequence[float]]] = defaultdict(list)
     for s in train:
         box = _get(s, "box")
         if box is not None:
-            boxes[(str(_get(s, "modality")), len(box))].append(box)
+            modality = str(_get(s, "modality"))
+            boxes[(modality, len(box), str(_get(s, "question")))].append(box)
+            boxes[(modality, len(box), "")].append(box)
     return {k: np.mean(np.asarray(v, float), axis=0).tolist() for k, v in boxes.items()}
 
 
 def mean_box_ious(
-    boxes: Mapping[tuple[str, int], Sequence[float]], test: Iterable[Any]
+    boxes: Mapping[tuple[str, int, str], Sequence[float]], test: Iterable[Any]
 ) -> dict[str, float]:
     """IoU of the fitted mean box with each boxed test sample's box, by sample id.
 
-    A sample whose (modality, box length) had no training box scores 0, as a model that gives
-    no box does.
+    The sample's question's mean box is used, else its modality's; a sample whose (modality,
+    box length) had no training box scores 0, as a model that gives no box does.
     """
     out = {}
     for s in test:
         box = _get(s, "box")
         if box is None:
             continue
-        mean = boxes.get((str(_get(s, "modality")), len(box)))
+        modality = str(_get(s, "modality"))
+        mean = boxes.get((modality, len(box), str(_get(s, "question"))))
+        mean = mean if mean is not None else boxes.get((modality, len(box), ""))
         out[str(_get(s, "id"))] = 0.0 if mean is None else box_iou(mean, box)
     return out
