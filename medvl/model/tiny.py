@@ -67,7 +67,7 @@ MARKER = "medvl_tiny.json"
 """File written last into a build; a folder without it (or from another builder version) is
 rebuilt."""
 
-_BUILDER_VERSION = 2  # bump when a change to this file must invalidate cached builds
+_BUILDER_VERSION = 3  # bump when a change to this file must invalidate cached builds
 
 # Rotary base of the language model, for every family and size. The real checkpoints use 1e6
 # (Qwen2/2.5-VL) and 5e6 (Qwen3-VL) on 128-wide heads. On the 16-32-wide heads here that base
@@ -290,8 +290,14 @@ def _mrope_section(family: str, head_dim: int) -> list[int]:
         # Interleaved layout, in the real 24:20:20 proportion of 64.
         hw = half * 5 // 16
         return [half - 2 * hw, hw, hw]
-    # Qwen2/2.5-VL: contiguous chunks in the real 16:24:24 proportion.
-    t = half // 4
+    # Qwen2/2.5-VL: contiguous chunks (t, h, w) over falling frequencies, so width gets the
+    # lowest band. On the small build's 32-wide heads the real 16:24:24 split ([4, 6, 6]) left
+    # width too slow to tell columns apart ("which quadrant", seed 0: small Qwen2.5-VL 0.25
+    # after 600 steps); a picture has one time index, so [2, 7, 7] gives time less of the band:
+    # 1.00 for small Qwen2-VL and Qwen2.5-VL at 600 steps. The tiny build keeps [2, 3, 3]:
+    # [1, 3, 4] helped tiny Qwen2-VL (0.50 -> 1.00) but hurt tiny Qwen2.5-VL (1.00 -> 0.48).
+    # Tables: docs/learning.md.
+    t = half // 4 if half < 16 else half // 8
     h = (half - t) // 2
     return [t, h, half - t - h]
 
