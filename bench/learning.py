@@ -4,7 +4,7 @@
                              [--types closed] [--question nodule] [--steps 1200]
                              [--model tiny:qwen2_5_vl-tiny] [--reasoning]
 
-`medvl.eval.experiments.run_phantom_reading`: ``--n`` training and ``--n-test`` held-out chest
+`medvl.experiments.run_phantom_reading`: ``--n`` training and ``--n-test`` held-out chest
 phantoms (different seeds) at the difficulty (`medvl.scans.phantoms.chest.DIFFICULTIES`), the
 samples of ``--types`` (with ``--question``, only closed questions whose text holds that word),
 medvl's SFT (answer only, lr 1e-3, 20 warm-up steps, cosine, batch 4), then medvl's evaluator on
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medvl.eval.experiments import run_phantom_reading
+from medvl.experiments import run_phantom_reading
 from medvl.scans.phantoms.chest import DIFFICULTIES
 
 

@@ -3,7 +3,7 @@
     python bench/sees.py [--families qwen2_vl qwen2_5_vl qwen3_vl] [--sizes small]
                          [--tasks presence quadrant] [--steps 600] [--presence-steps 50]
 
-Each row is one `medvl.eval.experiments.run_seeing`: 160 training and 40 held-out 112x112 pictures
+Each row is one `medvl.experiments.run_seeing`: 160 training and 40 held-out 112x112 pictures
 (`medvl.data.seeing`), medvl's SFT (answer only, lr 1e-3, batch 4), then medvl's evaluator on
 the held-out pictures and on the same questions with swapped pictures. It prints held-out
 accuracy with its Wilson 95% CI, chance and the swapped-picture accuracy. Target: quadrant
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from medvl.eval.experiments import run_seeing
+from medvl.experiments import run_seeing
 from medvl.model.families import FAMILIES
 
 

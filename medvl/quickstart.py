@@ -10,7 +10,7 @@ evaluates it on held-out phantoms (resumable predictions, scored) and writes a r
 confidence intervals and plots. Part three shows learning rather than a bare accuracy: the tiny
 Qwen2.5-VL is fine-tuned on "Is there a nodule" over chest phantoms at the easiest difficulty
 and answers held-out cases with their own scans and with swapped scans
-(`medvl.eval.experiments.run_phantom_reading`; docs/learning.md).
+(`medvl.experiments.run_phantom_reading`; docs/learning.md).
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def run_quickstart(
         print(f"[1/6] building the {size} {family} model (offline, cached after the first run)")
         model_path = build_tiny_model(family=family, size=size)
     result = QuickstartResult(scans=tour_real_scans(model_path, n_frames, max_new_tokens))
+    if sft_steps <= 0 and reading_steps <= 0:
+        return result
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="medvl-quickstart-"))
     if sft_steps > 0:
         teach_on_phantoms(model_path, out, sft_steps, result)
@@ -215,7 +217,7 @@ def teach_on_phantoms(
 
 def show_learning(out: Path, steps: int, cases: int) -> Any:
     """Part three: does fine-tuning make a model read the scan? Own against swapped scans."""
-    from medvl.eval.experiments import run_phantom_reading
+    from medvl.experiments import run_phantom_reading
 
     print(f"[6/6] does it read the scan? {steps} SFT steps of the tiny Qwen2.5-VL on 'Is there a "
           f"nodule' over {cases} chest phantoms at the easiest difficulty, then held-out cases "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medvl.eval.experiments import run_phantom_reading
+from medvl.experiments import run_phantom_reading
 
 
 def test_tiny_model_reads_the_easiest_chest_nodule(tmp_path):

@@ -69,16 +69,10 @@ rebuilt."""
 
 _BUILDER_VERSION = 3  # bump when a change to this file must invalidate cached builds
 
-# Rotary base of the language model, for every family and size. The real checkpoints use 1e6
-# (Qwen2/2.5-VL) and 5e6 (Qwen3-VL) on 128-wide heads. On the 16-32-wide heads here that base
-# leaves M-RoPE's height and width sections turning by at most ~1e-4..3e-2 radians per grid step
-# (in Qwen2/2.5-VL's contiguous layout, width gets the lowest frequencies), so the language model
-# sees the image tokens as an unordered bag: content reaches the answer, location does not.
-# Measured through medvl's SFT and evaluator on "which quadrant holds the bright disc"
-# (bench/sees.py, 40 held-out pictures, chance 0.25): qwen2_5_vl tiny, 800 steps, 0.25 at base
-# 1e6 and 1.00 at base 10; bases 1e4 and 100 stayed at 0.25 on the small build. At 10 even the
-# slowest frequency turns ~0.1 rad per token. Real checkpoints' configs are never touched: they
-# carry location in their pretrained vision features. Tables: docs/learning.md.
+# Rotary base of the language model, every family and size. The real bases (1e6; 5e6 for
+# Qwen3-VL) on these 16-32-wide heads turn M-RoPE's height/width sections by ~1e-4..3e-2 rad per
+# grid step: image tokens lose their place and "which quadrant" stays at chance (0.25 at 1e6,
+# 1.00 at 10 on tiny Qwen2.5-VL; docs/learning.md, bench/sees.py). Real checkpoints are untouched.
 _ROPE_THETA = 10.0
 
 # Videos keep the full per-frame budget up to about this many frames; longer ones shrink per
@@ -290,13 +284,9 @@ def _mrope_section(family: str, head_dim: int) -> list[int]:
         # Interleaved layout, in the real 24:20:20 proportion of 64.
         hw = half * 5 // 16
         return [half - 2 * hw, hw, hw]
-    # Qwen2/2.5-VL: contiguous chunks (t, h, w) over falling frequencies, so width gets the
-    # lowest band. On the small build's 32-wide heads the real 16:24:24 split ([4, 6, 6]) left
-    # width too slow to tell columns apart ("which quadrant", seed 0: small Qwen2.5-VL 0.25
-    # after 600 steps); a picture has one time index, so [2, 7, 7] gives time less of the band:
-    # 1.00 for small Qwen2-VL and Qwen2.5-VL at 600 steps. The tiny build keeps [2, 3, 3]:
-    # [1, 3, 4] helped tiny Qwen2-VL (0.50 -> 1.00) but hurt tiny Qwen2.5-VL (1.00 -> 0.48).
-    # Tables: docs/learning.md.
+    # Qwen2/2.5-VL: contiguous (t, h, w) chunks over falling frequencies, so width gets the
+    # slowest. The real 16:24:24 split kept small Qwen2.5-VL at 0.25 on "which quadrant"; [2, 7, 7]
+    # (a picture has one time index) gives 1.00. Tiny keeps [2, 3, 3] (docs/learning.md).
     t = half // 4 if half < 16 else half // 8
     h = (half - t) // 2
     return [t, h, half - t - h]
