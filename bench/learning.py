@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--types", nargs="+", default=["closed"],
                         choices=["closed", "choice", "severity", "grounding"])  # fmt: skip
     parser.add_argument("--question", default="nodule",
-                        help="keep only closed questions containing this word ('' keeps all)")
+                        help="keep only questions containing this word ('' keeps all)")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--model", default="tiny:qwen2_5_vl-tiny")

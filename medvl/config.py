@@ -30,7 +30,6 @@ import dataclasses
 import difflib
 import os
 import sys
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
+
+from medvl._io import atomic_write_text
 
 __all__ = ["ConfigError", "YamlConfig", "coerce", "parse_overrides"]
 
@@ -272,23 +273,6 @@ def _to_plain(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return _to_plain(value.to_dict())
     return repr(value)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` to a temporary file beside ``path`` and renames it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class YamlConfig:

@@ -206,7 +206,7 @@ def _chest_samples(
     for s in phantom_samples(cases()):
         if s.answer_type not in types:
             continue
-        if question and s.answer_type == "closed" and question not in s.question:
+        if question and question not in s.question:
             continue
         kept.append(Sample.from_dict(s.to_dict() | {"split": split}))
     return kept
@@ -237,7 +237,7 @@ def run_phantom_reading(
         n_test: Held-out cases.
         types: Answer types kept, among ``closed``, ``choice``, ``severity`` and ``grounding``
             (which adds a box head).
-        question: Keep only closed questions whose text holds this word (``""``: all).
+        question: Keep only questions whose text holds this word (``""``: all).
         model: A model folder or ``tiny:<family>-<size>``.
         steps: SFT optimizer steps (20 warm-up steps, then cosine).
         lr: Peak learning rate.

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medvl._io import atomic_write
 from medvl.data.sample import FIELDS, Sample, SampleError, check_fields, resolve_path, show
 
 if TYPE_CHECKING:  # importing datasets costs about a second; only the conversion needs it
@@ -157,13 +157,10 @@ def write_manifest(path: PathLike, samples: Iterable[Sample | Mapping[str, Any]]
             JSON (NaN included). The old file is then left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     first_line: dict[str, int] = {}
-    try:
-        # os.open with 0o666 honours the umask; mkstemp would leave the manifest private (0600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as f:
             for number, sample in enumerate(samples, 1):
                 try:
                     if isinstance(sample, Sample):
@@ -179,12 +176,8 @@ def write_manifest(path: PathLike, samples: Iterable[Sample | Mapping[str, Any]]
                 except (TypeError, ValueError) as e:
                     raise ManifestError(path, number, f"cannot write as JSON: {e}") from None
                 f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return path
 
 

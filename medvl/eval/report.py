@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from medvl._io import atomic_write_bytes
 from medvl.eval.plots import accuracy_bars, iou_boxplot
 from medvl.eval.report_markdown import render_markdown
 from medvl.eval.stats import (
@@ -234,18 +234,6 @@ def summarize_models(
 # writing
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -327,11 +315,11 @@ def make_report(
     plots = {}
     for key, data in images.items():
         if data is not None:
-            _atomic_write(out / f"{key}.png", data)
+            atomic_write_bytes(out / f"{key}.png", data)
             plots[key] = f"{key}.png"
     summary["plots"] = plots
     text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(out / "summary.json", text.encode("utf-8"))
+    atomic_write_bytes(out / "summary.json", text.encode("utf-8"))
     report = out / "report.md"
-    _atomic_write(report, render_markdown(summary, plots).encode("utf-8"))
+    atomic_write_bytes(report, render_markdown(summary, plots).encode("utf-8"))
     return report

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvl._io import swap_in
 from medvl.model.collate import PromptSettings
 from medvl.model.heads import HeadsConfig
 
@@ -244,9 +245,7 @@ def publish(tmp: Path, final: Path) -> None:
     only when it is complete.
     """
     if not final.exists() or (final.is_dir() and not any(final.iterdir())):
-        if final.exists():
-            final.rmdir()
-        os.replace(tmp, final)
+        swap_in(tmp, final)
         return
     (final / CONFIG_NAME).unlink(missing_ok=True)
     for pattern in _WEIGHT_FILES:

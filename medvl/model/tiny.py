@@ -59,6 +59,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from medvl._io import swap_in
 from medvl.model.chat_templates import CHAT_TEMPLATES
 from medvl.model.families import FAMILIES, SIZES
 from medvl.model.tiny_tokenizer import train_tokenizer
@@ -183,7 +184,12 @@ def build_tiny_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         _write_build(tmp, family, size, seed)
-        _swap_in(tmp, target)
+        try:
+            swap_in(tmp, target)
+        except OSError:
+            # Another process finished the same build between our check and here: keep theirs.
+            if not _is_complete(target):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -214,23 +220,6 @@ def _quiet_progress_bars() -> Iterator[None]:
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``; a stale or forced-out ``target`` is moved aside first."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "build")
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        # Another process finished the same build between our check and here: keep theirs.
-        if not _is_complete(target):
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_build(folder: Path, family: str, size: str, seed: int) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 
+from medvl._io import atomic_write
 from medvl.scans.errors import ScanError
 
 __all__ = ["EXAMPLES", "cache_dir", "example_scan", "example_scans", "unavailable_examples"]
@@ -143,7 +143,7 @@ def _mni152() -> Path:
             image = load_mni152_template(resolution=1)
         except Exception as e:
             raise _Unavailable(f"nilearn could not load its MNI152 template offline: {e}") from e
-        _atomic_write(cached, image.to_filename)
+        atomic_write(cached, lambda p: image.to_filename(str(p)))
     return cached
 
 
@@ -162,21 +162,8 @@ def _retina() -> Path:
 
     with Image.open(source) as image:
         rgb = image.convert("RGB")
-    _atomic_write(cached, lambda p: rgb.save(p, format="PNG"))
+    atomic_write(cached, lambda p: rgb.save(p, format="PNG"))
     return cached
-
-
-def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
-    """Write through a temporary file and rename, so concurrent readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix="".join(target.suffixes))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 _RESOLVERS: dict[str, Callable[[], Path]] = {

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from medvl.config import atomic_write_text
+from medvl._io import atomic_write_text, swap_in
 
 __all__ = [
     "EpochSampler",
@@ -65,7 +65,6 @@ __all__ = [
     "remove_stale_tmp",
     "resolve_resume",
     "save_checkpoint",
-    "swap_in",
     "truncate_log",
 ]
 
@@ -190,14 +189,12 @@ def resolve_resume(
 
 def remove_stale_tmp(output_dir: str | os.PathLike) -> None:
     """Deletes the hidden temporary folders a crashed run left in ``output_dir``: ours
-    (``.tmp-*``, ``.old-*``) and `MedVLM.save_pretrained`'s (``.<name>.tmp-*``). Main process
-    only, before training starts."""
+    (``.tmp-*``, `medvl._io.swap_in`'s ``.<name>.old-*``) and `MedVLM.save_pretrained`'s
+    (``.<name>.tmp-*``). Main process only, before training starts."""
     root = Path(output_dir)
     if root.is_dir():
         for p in root.iterdir():
-            stale = p.name.startswith((".tmp-", ".old-")) or (
-                p.name.startswith(".") and ".tmp-" in p.name
-            )
+            stale = p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)
             if stale and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
 
@@ -354,34 +351,6 @@ def save_final(
             shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def swap_in(tmp: Path, final: Path) -> None:
-    """Atomically renames ``tmp`` to ``final``; an existing ``final`` (a rerun of the same step
-    after resuming from an earlier checkpoint) is moved aside first and deleted after."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".old-{final.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is durable only once the directory entry is flushed (POSIX).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(accelerator: Any, path: str | os.PathLike) -> TrainerState:

@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from medvl._io import atomic_write_bytes
 from medvl.data.sample import FIELDS, Sample, SampleError
 
 logger = logging.getLogger("medvl.data.adapters")
@@ -278,8 +279,5 @@ def save_image_bytes(data: bytes, images_dir: Path) -> Path | None:
         return None
     path = images_dir / (hashlib.sha1(data).hexdigest()[:20] + _EXTENSIONS.get(kind, ".img"))
     if not path.exists():
-        images_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # never a half-written image under the final name
+        atomic_write_bytes(path, data)  # never a half-written image under the final name
     return path

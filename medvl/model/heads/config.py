@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medvl._io import atomic_write, atomic_write_text
 from medvl.model.heads.box import BoxHead
 from medvl.model.heads.losses import (
     DEFAULT_BOX_GIOU_WEIGHT,
@@ -116,7 +116,7 @@ class HeadsConfig:
             if path.suffix in (".yaml", ".yml")
             else json.dumps(data, indent=2) + "\n"
         )
-        path.write_text(text)
+        atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadsConfig:
@@ -162,21 +162,11 @@ def save_heads(
     Returns:
         ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt"}
     if config is not None:
         metadata[_METADATA_KEY] = json.dumps(config.to_dict())
     state = {k: v.cpu() for k, v in heads_state_dict(heads).items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def load_heads(
