@@ -136,7 +136,8 @@ def _cmd_config_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from medvl.eval.report import PredictionFileError, make_report
+    from medvl.eval.predictions import PredictionFileError
+    from medvl.eval.report import make_report
 
     try:
         report = make_report(args.predictions, args.out, names=args.names)

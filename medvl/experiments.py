@@ -77,7 +77,8 @@ def train_and_answer(
         ``{"own": rows, "swapped": rows}``: prediction rows of `medvl.eval.runner.evaluate`.
     """
     from medvl.data.dataset import DatasetConfig
-    from medvl.eval.runner import EvalConfig, evaluate, read_predictions
+    from medvl.eval.predictions import read_predictions
+    from medvl.eval.runner import EvalConfig, evaluate
     from medvl.train.sft import SFTConfig, SFTTrainer
 
     folder = Path(folder)

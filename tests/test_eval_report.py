@@ -8,7 +8,8 @@ import warnings
 
 import pytest
 
-from medvl.eval.report import PredictionFileError, load_predictions, make_report
+from medvl.eval.predictions import PredictionFileError, read_predictions
+from medvl.eval.report import make_report
 
 Z = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -163,8 +164,8 @@ def test_deterministic(tmp_path, two_model_report):
 
 def test_truncated_last_line_is_skipped(tmp_path):
     path = _write(tmp_path / "a.jsonl", _rows("A"), tail='{"id": "s60", "model": "A", "corr')
-    with pytest.warns(UserWarning, match=r"a\.jsonl:61: skipping truncated last line"):
-        records = load_predictions(path)
+    with pytest.warns(RuntimeWarning, match=r"a\.jsonl:61: dropping a truncated last line"):
+        records = read_predictions(path, required=("model", "correct", "answer_type"))
     assert len(records) == 60
 
 
@@ -172,8 +173,8 @@ def test_bad_middle_line_is_an_error(tmp_path):
     rows = [json.dumps(r) for r in _rows("A")[:3]]
     path = tmp_path / "a.jsonl"
     path.write_text(rows[0] + "\n{oops\n" + rows[1] + "\n")
-    with pytest.raises(PredictionFileError, match=r"a\.jsonl:2: invalid JSON"):
-        load_predictions(path)
+    with pytest.raises(PredictionFileError, match=r"a\.jsonl:2: damaged line, invalid JSON"):
+        read_predictions(path)
 
 
 def test_missing_required_key_names_file_and_line(tmp_path):

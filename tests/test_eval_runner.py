@@ -21,7 +21,8 @@ from medvl.config import ConfigError
 from medvl.data import read_manifest
 from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.eval.metrics import answer_correct
-from medvl.eval.runner import EvalConfig, evaluate, read_predictions, run_eval, score, summarize
+from medvl.eval.predictions import read_predictions
+from medvl.eval.runner import EvalConfig, evaluate, run_eval, score, summarize
 from medvl.model.answer import Answer
 from medvl.model.medvl_model import MedVLM
 from medvl.scans import load_scan

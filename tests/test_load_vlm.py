@@ -89,3 +89,14 @@ def test_unknown_hub_id_offline_fails_without_download():
 
 def test_model_load_error_is_a_value_error():
     assert issubclass(ModelLoadError, ValueError)
+
+
+def test_resolve_model_builds_a_tiny_spec_and_passes_other_names_through(tmp_path, monkeypatch):
+    from medvl.model import resolve_model, tiny_model_dir
+
+    assert resolve_model("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert resolve_model(tmp_path) == tmp_path
+    assert resolve_model("tiny:qwen2_5_vl") == tiny_model_dir("qwen2_5_vl", "tiny")
+    assert resolve_model("tiny:qwen2_5_vl-tiny") == tiny_model_dir("qwen2_5_vl", "tiny")
+    with pytest.raises(ValueError, match="unknown family 'gpt'"):
+        resolve_model("tiny:gpt-tiny")

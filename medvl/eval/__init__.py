@@ -18,7 +18,8 @@ Public API::
     EvalConfig.from_yaml(path, overrides) -> EvalConfig          # medvl.eval.runner
     evaluate(config, model=None) -> predictions JSONL path       # batched, appended, resumable
     run_eval(config_path, overrides) -> predictions path         # what `medvl eval` calls
-    read_predictions(path, repair=False) -> list[dict]; summarize(path_or_rows) -> dict
+    read_predictions(path, repair=False) -> list[dict]        # medvl.eval.predictions
+    summarize(path_or_rows) -> dict
     make_report(prediction_files, out_dir, names=None) -> Path  # medvl.eval.report: report.md,
                                                        # summary.json, PNG plots; bad records
                                                        # raise PredictionFileError (file:line)
@@ -26,9 +27,9 @@ Public API::
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from medvl._lazy import lazy_getattr
 from medvl.eval.extract import extract_choice, extract_grade, extract_yes_no, normalize_text
 
 # The metrics import torch and MONAI: resolved on first use, so extraction stays light.
@@ -49,14 +50,13 @@ _LAZY.update(
     }
 )  # fmt: skip
 # The report imports scipy and (when writing) matplotlib: resolved on first use as well.
-_LAZY.update({name: "medvl.eval.report" for name in ("PredictionFileError", "make_report")})
+_LAZY.update({"make_report": "medvl.eval.report"})
+_LAZY.update({"PredictionFileError": "medvl.eval.predictions"})
+_LAZY.update({"read_predictions": "medvl.eval.predictions"})
 
 # The runner imports the model stack (torch, transformers) only when it runs.
 _LAZY.update(
-    {
-        name: "medvl.eval.runner"
-        for name in ("EvalConfig", "evaluate", "read_predictions", "run_eval", "summarize")
-    }
+    {name: "medvl.eval.runner" for name in ("EvalConfig", "evaluate", "run_eval", "summarize")}
 )
 
 if TYPE_CHECKING:
@@ -69,8 +69,9 @@ if TYPE_CHECKING:
         severity_abs_error,
         token_f1,
     )
-    from medvl.eval.report import PredictionFileError, make_report
-    from medvl.eval.runner import EvalConfig, evaluate, read_predictions, run_eval, summarize
+    from medvl.eval.predictions import PredictionFileError, read_predictions
+    from medvl.eval.report import make_report
+    from medvl.eval.runner import EvalConfig, evaluate, run_eval, summarize
     from medvl.eval.stats import (
         Comparison,
         Interval,
@@ -83,10 +84,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medvl.eval' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

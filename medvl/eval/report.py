@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from medvl._io import atomic_write_bytes
 from medvl.eval.plots import accuracy_bars, iou_boxplot
+from medvl.eval.predictions import PredictionFileError, read_predictions
 from medvl.eval.report_markdown import render_markdown
 from medvl.eval.stats import (
     Comparison,
@@ -47,71 +47,13 @@ from medvl.eval.stats import (
     proportion_ci,
 )
 
-__all__ = ["PredictionFileError", "load_predictions", "make_report", "summarize_models"]
+__all__ = ["make_report", "summarize_models"]
 
 REQUIRED_KEYS = ("id", "model", "correct", "answer_type")
 # Per-sample metrics summarised by their mean with a bootstrap CI (when present).
 MEAN_METRICS = ("iou", "dice", "token_f1", "severity_abs_error")
 SEED = 0
 N_RESAMPLES = 2000
-
-
-class PredictionFileError(ValueError):
-    """A prediction file that cannot be read; the message names the file and the line."""
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
-
-
-def load_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read one prediction JSONL file.
-
-    Blank lines are skipped. A last line that is not valid JSON (a run killed mid-write) is
-    skipped with a warning; a bad line anywhere else, a record that is not an object, a record
-    without a required key (``id``, ``model``, ``correct``, ``answer_type``) or with ``correct``
-    other than true/false/null raises :class:`PredictionFileError` naming the file and line.
-    A repeated id keeps its first record (with a warning).
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise PredictionFileError(f"{path}: cannot read prediction file ({err})") from err
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    records: list[dict[str, Any]] = []
-    seen: set[Any] = set()
-    duplicates = 0
-    for pos, (lineno, line) in enumerate(numbered):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            if pos == len(numbered) - 1:
-                warnings.warn(
-                    f"{path}:{lineno}: skipping truncated last line ({err.msg})", stacklevel=2
-                )
-                break
-            raise PredictionFileError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
-        if not isinstance(rec, dict):
-            raise PredictionFileError(f"{path}:{lineno}: expected a JSON object per line")
-        missing = [k for k in REQUIRED_KEYS if k not in rec]
-        if missing:
-            raise PredictionFileError(
-                f"{path}:{lineno}: missing required key(s) {', '.join(missing)}"
-            )
-        if rec["correct"] is not None and not isinstance(rec["correct"], bool):
-            raise PredictionFileError(
-                f"{path}:{lineno}: 'correct' must be true, false or null, got {rec['correct']!r}"
-            )
-        key = _hashable(rec["id"])
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        records.append(rec)
-    if duplicates:
-        warnings.warn(f"{path}: {duplicates} repeated id(s), first record kept", stacklevel=2)
-    return records
 
 
 def _hashable(value: Any) -> Any:
@@ -280,7 +222,9 @@ def make_report(
     models: dict[str, list[dict]] = {}
     sources: dict[str, str] = {}
     for i, path in enumerate(files):
-        records = load_predictions(path)
+        if not path.is_file():
+            raise PredictionFileError(f"{path}: no such prediction file")
+        records = read_predictions(path, required=REQUIRED_KEYS)
         if not records:
             raise PredictionFileError(f"{path}: no predictions")
         if names is not None:

@@ -41,19 +41,18 @@ import math
 import os
 import re
 import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medvl.config import YamlConfig
+from medvl.eval.predictions import read_predictions
 
 __all__ = [
     "EvalConfig",
     "evaluate",
     "load_eval_model",
-    "read_predictions",
     "run_eval",
     "summarize",
 ]
@@ -126,7 +125,7 @@ class EvalConfig(YamlConfig):
         """`model_name`, or the label derived from `model`."""
         if self.model_name:
             return self.model_name
-        if self.model.startswith("tiny:"):
+        if self.model.startswith("tiny:"):  # a tiny build: its spec is its name
             return self.model
         path = Path(self.model.rstrip("/\\"))
         if _CHECKPOINT_DIR.match(path.name) and path.parent.name:
@@ -152,64 +151,12 @@ def load_eval_model(config: EvalConfig) -> Any:
     """The `MedVLM` that ``config.model`` names (``tiny:<family>-<size>`` built on first use)."""
     import torch
 
-    from medvl.model import build_tiny_model
     from medvl.model.medvl_model import MedVLM
 
-    path: str | Path = config.model
-    if config.model.startswith("tiny:"):
-        family, _, size = config.model.removeprefix("tiny:").partition("-")
-        path = build_tiny_model(family, size or "tiny")
     device = config.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MedVLM.from_pretrained(path, dtype=config.dtype, device=device)
-
-
-def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
-    """The prediction lines of ``path`` (empty when it does not exist).
-
-    A last line that is not valid JSON (a crash mid-write) is dropped with a warning; with
-    ``repair=True`` it is also cut from the file, so that appending continues cleanly.
-
-    Raises:
-        ValueError: A line other than the last is not a JSON object (the file is damaged).
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    rows: list[dict[str, Any]] = []
-    offset = 0  # byte offset of the end of the last good line (after its newline)
-    for number, line in enumerate(lines, 1):
-        last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
-        end = offset + len(line) + 1
-        if not line.strip():
-            offset = min(end, len(data))
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or "id" not in row:
-                raise ValueError("not a prediction object")
-        except ValueError as e:
-            if not last:
-                raise ValueError(f"{path}:{number}: damaged prediction line ({e})") from e
-            warnings.warn(
-                f"{path}:{number}: dropping a truncated last line (an interrupted run?); its "
-                "sample will be answered again",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            if repair:
-                with path.open("r+b") as f:
-                    f.truncate(offset)
-            return rows
-        rows.append(row)
-        offset = min(end, len(data))
-    if repair and data and not data.endswith(b"\n"):  # a complete last line without its newline
-        with path.open("ab") as f:
-            f.write(b"\n")
-    return rows
+    return MedVLM.from_pretrained(config.model, dtype=config.dtype, device=device)
 
 
 def _seed(seed: int) -> None:

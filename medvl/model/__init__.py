@@ -4,6 +4,7 @@ Public API::
 
     build_tiny_model(family, size, cache_dir, seed, force) -> Path
     load_vlm(name_or_path, dtype, device, attn_implementation) -> (model, processor)
+    resolve_model("tiny:qwen2_5_vl-tiny") -> the tiny build's folder (other names unchanged)
     detect_family(config_or_path) -> "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl"
     ask(model, processor, question, image=..., video=...) -> AskResult
     MedVLM.from_pretrained(path, lora, heads, ...) -> MedVLM   (answer, collate, forward, save)
@@ -12,9 +13,9 @@ Public API::
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from medvl._lazy import lazy_getattr
 from medvl.model.families import FAMILIES, SIZES
 
 # Names resolve on first use: importing transformers takes seconds, and `medvl --help` or
@@ -30,6 +31,7 @@ _LAZY = {
     "detect_family": "medvl.model.loading",
     "load_vlm": "medvl.model.loading",
     "resolve_dtype": "medvl.model.loading",
+    "resolve_model": "medvl.model.loading",
     "build_tiny_model": "medvl.model.tiny",
     "Answer": "medvl.model.answer",
     "AnswerContext": "medvl.model.answer",
@@ -50,16 +52,14 @@ if TYPE_CHECKING:
         detect_family,
         load_vlm,
         resolve_dtype,
+        resolve_model,
     )
     from medvl.model.medvl_config import MedVLMConfig
     from medvl.model.medvl_model import MedVLM, MedVLMOutput
     from medvl.model.tiny import build_tiny_model, tiny_model_dir
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medvl.model' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "CHAT_TEMPLATES",
@@ -81,5 +81,6 @@ __all__ = [
     "parse_answer",
     "prepare_inputs",
     "resolve_dtype",
+    "resolve_model",
     "tiny_model_dir",
 ]

@@ -137,6 +137,20 @@ def _device_map(device: str | torch.device) -> str | dict[str, str] | None:
     return None if device == "cpu" else {"": device}
 
 
+TINY_PREFIX = "tiny:"
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> str | os.PathLike:
+    """What to load for a model argument: the argument itself, or for ``tiny:<family>[-<size>]``
+    (e.g. ``tiny:qwen2_5_vl-tiny``) the folder of that offline tiny build, made on first use."""
+    if not isinstance(name_or_path, str) or not name_or_path.startswith(TINY_PREFIX):
+        return name_or_path
+    from medvl.model.tiny import build_tiny_model
+
+    family, _, size = name_or_path.removeprefix(TINY_PREFIX).partition("-")
+    return build_tiny_model(family, size or "tiny")
+
+
 def load_vlm(
     name_or_path: str | os.PathLike,
     dtype: torch.dtype | str | None = None,
@@ -147,9 +161,9 @@ def load_vlm(
     """Load a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model and its processor, ready for generation.
 
     Args:
-        name_or_path: A checkpoint folder (e.g. from :func:`medvl.model.build_tiny_model`) or a
+        name_or_path: A checkpoint folder (e.g. from :func:`medvl.model.build_tiny_model`), a
             Hugging Face Hub id such as ``"Qwen/Qwen2.5-VL-3B-Instruct"`` (read from the cache when
-            ``HF_HUB_OFFLINE=1``).
+            ``HF_HUB_OFFLINE=1``), or ``tiny:<family>[-<size>]`` (see `resolve_model`).
         dtype: A torch dtype, a name (``"float32"``, ``"bfloat16"``, ``"float16"``), ``"auto"``
             for the checkpoint's dtype, or ``None``: bfloat16 on CUDA, float32 on the CPU.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (all visible GPUs via
@@ -166,6 +180,7 @@ def load_vlm(
     Raises:
         ModelLoadError: The folder is missing, has no ``config.json``, or is not a Qwen-VL model.
     """
+    name_or_path = resolve_model(name_or_path)
     config, local = _read_config(name_or_path)
     source = _source(name_or_path, local)
     _family(config.get("model_type"), source)  # fail fast, before reading any weights

@@ -61,7 +61,7 @@ from medvl.model.head_readout import (
     pictures_by_row,
 )
 from medvl.model.heads import HeadsConfig, build_heads, load_heads, save_heads
-from medvl.model.loading import detect_family, load_vlm
+from medvl.model.loading import detect_family, load_vlm, resolve_model
 from medvl.model.medvl_config import (
     CONFIG_NAME,
     HEADS_NAME,
@@ -153,8 +153,8 @@ class MedVLM(AnsweringMixin, nn.Module):
         """Load a plain Qwen-VL model or a MedVLM checkpoint, adding LoRA and heads if asked.
 
         Args:
-            path_or_name: A Qwen-VL folder or hub id (what :func:`medvl.model.load_vlm` takes),
-                or a folder written by :meth:`save_pretrained`.
+            path_or_name: A Qwen-VL folder, hub id or ``tiny:<family>[-<size>]`` (what
+                :func:`medvl.model.load_vlm` takes), or a folder written by :meth:`save_pretrained`.
             lora: ``peft.LoraConfig``, or a dict of its arguments (defaults ``r=16``,
                 ``lora_alpha=32``, ``lora_dropout=0.05``), or None for no LoRA. Target modules
                 default to the language model's projections (:data:`LM_PROJECTIONS`); a list of
@@ -169,6 +169,7 @@ class MedVLM(AnsweringMixin, nn.Module):
         Returns:
             The model, in eval mode.
         """
+        path_or_name = resolve_model(path_or_name)
         folder = Path(path_or_name).expanduser()
         if (folder / CONFIG_NAME).is_file():
             return cls._from_checkpoint(folder, lora, heads, dtype, device, attn_implementation)

@@ -14,8 +14,9 @@ Public API::
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from medvl._lazy import lazy_getattr
 
 # Resolved on first use: importing torch, accelerate and MONAI takes seconds, and
 # `python -m medvl.train.sft` must not import the module twice through the package.
@@ -42,10 +43,7 @@ if TYPE_CHECKING:
     from medvl.train.sft_config import SFTConfig
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medvl.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

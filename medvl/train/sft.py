@@ -56,15 +56,10 @@ FINAL_DIR = "final"
 def load_model(config: SFTConfig) -> Any:
     """The `MedVLM` that ``config`` names, with its LoRA and heads (weights of new modules are
     drawn from the current torch RNG: seed first)."""
-    from medvl.model import build_tiny_model
     from medvl.model.medvl_model import MedVLM
 
-    path: str | Path = config.model
-    if config.model.startswith("tiny:"):
-        family, _, size = config.model.removeprefix("tiny:").partition("-")
-        path = build_tiny_model(family, size or "tiny")
     return MedVLM.from_pretrained(
-        path, lora=config.lora, heads=config.heads or None, dtype=config.dtype
+        config.model, lora=config.lora, heads=config.heads or None, dtype=config.dtype
     )
 
 
