@@ -17,7 +17,6 @@ from medvl.model.heads import (
     BoxHead,
     HeadsConfig,
     MaskHead,
-    box_iou,
     box_loss,
     build_heads,
     dice_score,
@@ -29,6 +28,7 @@ from medvl.model.heads import (
     save_heads,
     vision_feature_grid,
 )
+from medvl.scans.boxes import paired_box_iou
 from medvl.scans.views import volume_to_frames
 
 HIDDEN = 64  # the tiny models' LM hidden size
@@ -99,11 +99,11 @@ def test_box_loss_is_zero_for_a_perfect_prediction(dim):
     parts = box_loss(target.clone(), target)
     assert parts.loss.item() < 1e-5
     assert parts.terms["l1"].item() == 0 and parts.terms["giou"].item() < 1e-5
-    torch.testing.assert_close(box_iou(target, target), torch.ones(16))
+    torch.testing.assert_close(paired_box_iou(target, target), torch.ones(16))
     # A small lesion (1% of each axis) too: MONAI's absolute eps must not eat its volume.
     tiny = torch.tensor([[0.50] * dim + [0.51] * dim])
     assert box_loss(tiny, tiny).loss.item() < 1e-5
-    assert box_iou(tiny, tiny).item() == pytest.approx(1.0, abs=1e-5)
+    assert paired_box_iou(tiny, tiny).item() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_giou_loss_matches_a_hand_computed_value():
@@ -114,7 +114,7 @@ def test_giou_loss_matches_a_hand_computed_value():
     assert parts.terms["giou"].item() == pytest.approx(1 - (1 / 7 - 2 / 9), abs=1e-6)
     assert parts.loss.item() == pytest.approx(1 - (1 / 7 - 2 / 9), abs=1e-6)
     assert parts.terms["l1"].item() == pytest.approx(0.25)
-    assert box_iou(pred, target).item() == pytest.approx(1 / 7, abs=1e-6)
+    assert paired_box_iou(pred, target).item() == pytest.approx(1 / 7, abs=1e-6)
     # 3D: [0, .5]^3 against [.25, .75]^3. Intersection 1/64, union 15/64, IoU 1/15; enclosure
     # 27/64; GIoU = 1/15 - (12/64) / (27/64) = 1/15 - 4/9.
     pred3, target3 = torch.tensor([[0.0] * 3 + [0.5] * 3]), torch.tensor([[0.25] * 3 + [0.75] * 3])
@@ -154,7 +154,7 @@ def test_box_head_trains_to_fit_synthetic_boxes(dim):
         optimizer.step()
     with torch.no_grad():
         final = box_loss(head(states), targets).loss.item()
-        iou = box_iou(head(states), targets)
+        iou = paired_box_iou(head(states), targets)
     assert final < first / 4
     assert iou.mean().item() > 0.8
 

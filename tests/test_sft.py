@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from medvl.data.dataset import DatasetConfig, MedVLDataset
 from medvl.data.manifest import read_manifest, write_manifest
 from medvl.data.phantom_samples import generate_phantom_dataset
-from medvl.model.heads import box_iou
 from medvl.model.medvl_model import MedVLM
+from medvl.scans.boxes import paired_box_iou
 from medvl.train.checkpoint import (
     STATE_FILE,
     TrainerState,
@@ -122,7 +122,7 @@ def test_box_head_beats_an_untrained_head(trained: SFTTrainer, data, tiny_model_
         with torch.no_grad():
             batch = model.collate(items)
             out = model(**batch)
-        return float(box_iou(out.boxes[:, :4], batch["box_targets"][:, :4]).mean())
+        return float(paired_box_iou(out.boxes[:, :4], batch["box_targets"][:, :4]).mean())
 
     torch.manual_seed(0)
     untrained = MedVLM.from_pretrained(tiny_model_path("qwen2_5_vl", "tiny"), heads=["box"])

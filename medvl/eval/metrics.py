@@ -1,7 +1,7 @@
 """Metrics for one prediction: answer correctness, token F1, box IoU, mask overlap, HD95.
 
 The overlap metrics are MONAI's (``monai.data.box_utils.box_iou`` through
-:func:`medvl.model.heads.losses.box_iou`, ``monai.metrics.compute_dice``, ``compute_iou``,
+:func:`medvl.scans.boxes.paired_box_iou`, ``monai.metrics.compute_dice``, ``compute_iou``,
 ``compute_hausdorff_distance``); this module fixes their inputs (plain lists, numpy arrays or
 torch tensors, 2D or 3D) and the cases MONAI leaves open.
 
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from medvl.eval.extract import extract_choice, extract_grade, extract_yes_no, normalize_text
+from medvl.scans.boxes import paired_box_iou
 
 __all__ = [
     "answer_correct",
@@ -118,7 +119,7 @@ def token_f1(pred: Any, ref: Any) -> float:
 def box_iou(pred: Sequence[float], true: Sequence[float]) -> float:
     """IoU of two normalised boxes, 2D ``[x1, y1, x2, y2]`` or 3D ``[x1, y1, z1, x2, y2, z2]``.
 
-    MONAI's ``box_iou`` through :func:`medvl.model.heads.losses.box_iou`, which scales the
+    MONAI's ``box_iou`` through :func:`medvl.scans.boxes.paired_box_iou`, which scales the
     boxes by 100 first: MONAI adds a fixed float32 epsilon to the union, which would otherwise
     dent the IoU of small normalised 3D boxes.
 
@@ -140,8 +141,6 @@ def box_iou(pred: Sequence[float], true: Sequence[float]) -> float:
     for box in (p, t):
         if not torch.isfinite(box).all() or (box[:half] > box[half:]).any():
             raise ValueError(f"expected a finite box, min corner first, got {box.tolist()}")
-    from medvl.model.heads.losses import box_iou as paired_box_iou
-
     return float(paired_box_iou(p[None], t[None])[0].clamp(0.0, 1.0))
 
 

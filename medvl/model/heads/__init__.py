@@ -44,7 +44,7 @@ from medvl.model.heads.config import (
     load_heads,
     save_heads,
 )
-from medvl.model.heads.losses import LossParts, box_iou, box_loss, dice_score, mask_loss
+from medvl.model.heads.losses import LossParts, box_loss, dice_score, mask_loss
 from medvl.model.heads.mask import MaskHead, vision_feature_grid
 from medvl.model.heads.tokens import gather_token_states
 from medvl.model.heads.volume import masks_to_volume, pairs_to_frames
@@ -54,7 +54,6 @@ __all__ = [
     "HeadsConfig",
     "LossParts",
     "MaskHead",
-    "box_iou",
     "box_loss",
     "build_heads",
     "dice_score",

@@ -16,15 +16,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from monai.data.box_utils import box_iou as monai_box_iou
 from monai.losses import DiceLoss
 from monai.losses.giou_loss import BoxGIoULoss
 from monai.metrics import compute_dice
 
-# MONAI adds float32 eps (1.2e-7) to the union, so a perfect 3D box 1% of each axis (volume 1e-6)
-# would score IoU 0.89. IoU and GIoU do not change when every box is scaled by 100, and the same box
-# then has volume 1, which eps does not dent.
-_GIOU_SCALE = 100.0
+from medvl.scans.boxes import BOX_SCALE, check_boxes
 
 # LISA's weights (bce 2.0, dice 0.5) and DETR's (L1 5, GIoU 2): both balance the terms' scales.
 DEFAULT_BOX_L1_WEIGHT = 5.0
@@ -46,14 +42,6 @@ class LossParts:
     terms: dict[str, torch.Tensor]
 
 
-def _check_boxes(pred: torch.Tensor, target: torch.Tensor) -> None:
-    if pred.shape != target.shape or pred.ndim != 2 or pred.shape[-1] not in (4, 6):
-        raise ValueError(
-            "boxes must be (N, 4) or (N, 6) and of one shape, got "
-            f"{tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-
-
 def box_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -72,32 +60,15 @@ def box_loss(
         ``LossParts`` with terms ``l1`` and ``giou`` (the ``1 - GIoU`` loss). An empty batch
         (``N == 0``) gives a zero loss that still depends on ``pred``, so DDP sees every parameter.
     """
-    _check_boxes(pred, target)
+    check_boxes(pred, target)
     if pred.shape[0] == 0:
         zero = pred.sum() * 0.0
         return LossParts(zero, {"l1": zero.detach(), "giou": zero.detach()})
     target = target.to(pred.dtype)
     l1 = F.l1_loss(pred, target)
-    giou = BoxGIoULoss(reduction="mean")(pred * _GIOU_SCALE, target * _GIOU_SCALE)
+    giou = BoxGIoULoss(reduction="mean")(pred * BOX_SCALE, target * BOX_SCALE)
     loss = l1_weight * l1 + giou_weight * giou
     return LossParts(loss, {"l1": l1.detach(), "giou": giou.detach()})
-
-
-def box_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of each predicted box with its own target (2D or 3D), a metric.
-
-    Args:
-        pred: ``(N, 4)`` or ``(N, 6)`` normalised boxes.
-        target: Boxes of the same shape.
-
-    Returns:
-        ``(N,)`` IoU values in [0, 1].
-    """
-    _check_boxes(pred, target)
-    # MONAI's box_iou is all-pairs (N, M); its diagonal is the paired IoU. N is the number of
-    # grounding tokens in a batch, so the N x N matrix is small.
-    pred, target = pred.detach().float() * _GIOU_SCALE, target.detach().float() * _GIOU_SCALE
-    return monai_box_iou(pred, target).diagonal()
 
 
 def mask_loss(
