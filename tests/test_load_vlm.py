@@ -91,7 +91,7 @@ def test_model_load_error_is_a_value_error():
     assert issubclass(ModelLoadError, ValueError)
 
 
-def test_resolve_model_builds_a_tiny_spec_and_passes_other_names_through(tmp_path, monkeypatch):
+def test_resolve_model_builds_a_tiny_spec_and_passes_other_names_through(tmp_path):
     from medvl.model import resolve_model, tiny_model_dir
 
     assert resolve_model("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -100,3 +100,16 @@ def test_resolve_model_builds_a_tiny_spec_and_passes_other_names_through(tmp_pat
     assert resolve_model("tiny:qwen2_5_vl-tiny") == tiny_model_dir("qwen2_5_vl", "tiny")
     with pytest.raises(ValueError, match="unknown family 'gpt'"):
         resolve_model("tiny:gpt-tiny")
+
+
+def test_unwrap_reaches_the_transformers_model_through_peft_and_compile(tiny_model_path):
+    from peft import LoraConfig, get_peft_model
+
+    from medvl.model.loading import unwrap
+
+    model, _ = load_vlm(tiny_model_path("qwen2_5_vl", "tiny"), device="cpu")
+    assert unwrap(model) is model
+    compiled = torch.compile(model)  # wrapped, not compiled until called
+    assert compiled is not model and unwrap(compiled) is model
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert unwrap(peft_model) is model

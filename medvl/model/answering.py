@@ -21,7 +21,6 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from medvl.model.answer import Answer, as_scan, parse_answer
 from medvl.model.collate import Encoded, PromptSettings, encode_example, merge_encodings
 from medvl.model.head_readout import (
-    base_model,
     capture_vision,
     extend_with_reply,
     first_per_row,
@@ -29,6 +28,7 @@ from medvl.model.head_readout import (
     pictures_by_row,
 )
 from medvl.model.heads import gather_token_states
+from medvl.model.loading import unwrap
 from medvl.scans.views import FrameView
 
 
@@ -234,7 +234,7 @@ class AnsweringMixin:
 
     @property
     def _stop_ids(self) -> list[int]:
-        eos = getattr(base_model(self.model).generation_config, "eos_token_id", None)
+        eos = getattr(unwrap(self.model).generation_config, "eos_token_id", None)
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         pad = self.tokenizer.pad_token_id
         return sorted({*eos, *([pad] if pad is not None else [])})

@@ -32,13 +32,9 @@ from medvl.model.heads import (
     masks_to_volume,
     pairs_to_frames,
 )
+from medvl.model.loading import unwrap
 
 Captured = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def base_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _device(modules: Any) -> torch.device:
@@ -68,7 +64,7 @@ def capture_vision(model: nn.Module, on: bool = True) -> Iterator[Captured]:
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
         captured.append((output.pooler_output, grid))
 
-    handle = base_model(model).model.visual.register_forward_hook(hook, with_kwargs=True)
+    handle = unwrap(model).model.visual.register_forward_hook(hook, with_kwargs=True)
     try:
         yield captured
     finally:

@@ -140,6 +140,15 @@ def _device_map(device: str | torch.device) -> str | dict[str, str] | None:
 TINY_PREFIX = "tiny:"
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside its wrappers: DDP / FSDP / ``torch.compile`` (accelerate's
+    ``extract_model_from_parallel``), then a peft adapter; a bare model is returned as is."""
+    from accelerate.utils import extract_model_from_parallel
+
+    model = extract_model_from_parallel(model, keep_torch_compile=False)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def resolve_model(name_or_path: str | os.PathLike) -> str | os.PathLike:
     """What to load for a model argument: the argument itself, or for ``tiny:<family>[-<size>]``
     (e.g. ``tiny:qwen2_5_vl-tiny``) the folder of that offline tiny build, made on first use."""

@@ -54,14 +54,13 @@ from medvl.model.collate import (
     collate_examples,
 )
 from medvl.model.head_readout import (
-    base_model,
     box_outputs,
     capture_vision,
     mask_outputs,
     pictures_by_row,
 )
 from medvl.model.heads import HeadsConfig, build_heads, load_heads, save_heads
-from medvl.model.loading import detect_family, load_vlm, resolve_model
+from medvl.model.loading import detect_family, load_vlm, resolve_model, unwrap
 from medvl.model.medvl_config import (
     CONFIG_NAME,
     HEADS_NAME,
@@ -306,7 +305,7 @@ class MedVLM(AnsweringMixin, nn.Module):
 
     def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
         """Turn on activation checkpointing in the wrapped model (peft-aware)."""
-        base = base_model(self.model)
+        base = unwrap(self.model)
         base.gradient_checkpointing_enable(**kwargs)
         if base is not self.model:  # frozen embeddings: make checkpointed inputs need grad
             base.enable_input_require_grads()
@@ -405,7 +404,7 @@ class MedVLM(AnsweringMixin, nn.Module):
 
     @property
     def _base_config(self) -> Any:
-        return base_model(self.model).config
+        return unwrap(self.model).config
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvl.model.loading import unwrap
+
 # Inputs with a batch dimension first (one row per sequence); every other tensor in the
 # processor's output (pixel_values, *_grid_thw, second_per_grid_ts) is a flat list over the
 # images/videos of the batch.
@@ -61,9 +63,7 @@ def _token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def _vlm(model: nn.Module) -> nn.Module:
     """The Qwen-VL ``...ForConditionalGeneration`` under peft / other wrappers."""
-    inner = model
-    if hasattr(inner, "get_base_model"):  # peft.PeftModel
-        inner = inner.get_base_model()
+    inner = unwrap(model)
     while not hasattr(getattr(inner, "model", None), "rope_deltas") and hasattr(inner, "module"):
         inner = inner.module  # DDP / accelerate wrappers
     if not hasattr(getattr(inner, "model", None), "rope_deltas"):

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvl.model.loading import unwrap
+
 
 class MaskHead(nn.Module):
     """Decode mask logits from a vision feature grid, conditioned on a ``<|seg|>`` hidden state.
@@ -116,8 +118,7 @@ def _vision_tower(model: nn.Module) -> nn.Module:
     """The Qwen-VL vision encoder inside a model, a peft wrapper of it, or the encoder itself."""
     if hasattr(model, "spatial_merge_size"):
         return model
-    if hasattr(model, "get_base_model"):  # peft.PeftModel
-        model = model.get_base_model()
+    model = unwrap(model)
     inner = getattr(model, "model", model)  # *ForConditionalGeneration -> *Model
     visual = getattr(inner, "visual", None)
     if visual is None:
