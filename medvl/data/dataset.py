@@ -54,33 +54,23 @@ from medvl.scans.errors import ScanError
 from medvl.scans.views import (
     FrameView,
     MontageView,
+    ViewSettings,
     scan_to_image,
-    volume_to_frames,
-    volume_to_mip,
-    volume_to_montage,
-    volume_to_slice,
+    show_volume,
 )
 
 __all__ = ["DatasetConfig", "MedVLDataset", "collate", "question_text"]
 
-View = Literal["frames", "montage", "slice", "mip"]
-VIEWS = ("frames", "montage", "slice", "mip")
 CACHES = (None, "memory", "disk")
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(ViewSettings):
     """How a `MedVLDataset` preprocesses scans and shows them to the model.
 
     Attributes:
-        view: How a 3D scan is shown: ``"frames"`` (a video of slices), ``"montage"`` (slices
-            tiled into one image), ``"slice"`` (the middle slice) or ``"mip"`` (a maximum
-            intensity projection). 2D scans are always one image.
-        n_frames: Frames of a video, or tiles of a montage; even for frames (Qwen-VL merges
-            frames in pairs).
-        axis: RAS axis the slices step along (0 sagittal, 1 coronal, 2 axial).
-        size: Longest side in pixels of each frame / tile / picture; None keeps the scan's
-            resolution at the finer in-plane spacing.
+        view, n_frames, axis, size: How a 3D scan is shown (`medvl.scans.views.ViewSettings`);
+            2D scans are always one image.
         orientation: ``"radiological"``, ``"neurological"`` or ``"array"`` (see
             ``medvl.scans.views``).
         window: Intensity ``(low, high)`` mapped to black and white in views; None uses the
@@ -99,10 +89,6 @@ class DatasetConfig:
         check_files: Check at construction that every image and mask exists.
     """
 
-    view: View = "frames"
-    n_frames: int = 16
-    axis: int = 2
-    size: int | None = None
     orientation: str = "radiological"
     window: tuple[float, float] | None = None
     preset: str | Callable | None = None
@@ -113,14 +99,7 @@ class DatasetConfig:
     check_files: bool = True
 
     def __post_init__(self) -> None:
-        if self.view not in VIEWS:
-            raise ValueError(f"view must be one of {', '.join(VIEWS)}; got {self.view!r}")
-        if self.view == "frames" and (self.n_frames < 2 or self.n_frames % 2):
-            raise ValueError(f"n_frames must be even and >= 2 for frames, got {self.n_frames}")
-        if self.n_frames < 1:
-            raise ValueError(f"n_frames must be >= 1, got {self.n_frames}")
-        if self.axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, got {self.axis!r}")
+        super().__post_init__()
         if self.cache not in CACHES:
             raise ValueError(f"cache must be None, 'memory' or 'disk'; got {self.cache!r}")
 
@@ -309,19 +288,10 @@ def _show(scan: torch.Tensor, config: DatasetConfig) -> tuple[dict[str, Any], An
     """One scan -> its message content entry and its view (None for a 2D image)."""
     if scan.ndim == 3:
         return _image(scan_to_image(scan)), None
-    common = {
-        "spacing": scan.meta["spacing"], "size": config.size,
-        "orientation": config.orientation, "window": config.window,
-    }  # fmt: skip
-    if config.view == "frames":
-        view = volume_to_frames(scan, config.n_frames, config.axis, **common)
+    view = show_volume(scan, config, spacing=scan.meta["spacing"],
+                       orientation=config.orientation, window=config.window)  # fmt: skip
+    if isinstance(view, FrameView):
         return {"type": "video", "video": view.frames}, view
-    if config.view == "montage":
-        view = volume_to_montage(scan, config.n_frames, config.axis, **common)
-    elif config.view == "slice":
-        view = volume_to_slice(scan, None, config.axis, **common)
-    else:
-        view = volume_to_mip(scan, config.axis, **common)
     return _image(view.image), view
 
 

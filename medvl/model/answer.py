@@ -3,7 +3,7 @@
 :class:`medvl.model.MedVLM` answers a question in three steps, each a function here or in
 :mod:`medvl.model.collate` so that tests (and the evaluator) can run any one of them alone::
 
-    shown = show_scan(scan, view="frames", n_frames=16)  # picture + view + coordinate facts
+    shown = show_scan(scan, ViewSettings("frames", 16))  # picture + view + coordinate facts
     ... prompt, processor, generate ...
     answer = parse_answer(raw, family, context)            # reasoning, answer, box (scan coords)
 
@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,15 +36,10 @@ from medvl.scans.views import (
     MIPView,
     MontageView,
     SliceView,
+    ViewSettings,
     scan_to_image,
-    volume_to_frames,
-    volume_to_mip,
-    volume_to_montage,
-    volume_to_slice,
+    show_volume,
 )
-
-ViewName = Literal["frames", "montage", "slice", "mip"]
-VIEWS: tuple[str, ...] = ("frames", "montage", "slice", "mip")
 
 # "frame 3", "Frame #3", '"frame": 3' — the marker that ties a 2D box to one video frame.
 _FRAME_RE = re.compile(r"""\bframe["']?\s*(?:#|no\.?|number)?\s*[:=]?\s*(\d+)""", re.IGNORECASE)
@@ -167,47 +162,30 @@ def as_scan(scan_or_image: Any) -> torch.Tensor | Image.Image:
     return scan_or_image
 
 
-def show_scan(
-    scan_or_image: Any,
-    view: ViewName = "frames",
-    n_frames: int = 16,
-    axis: int = 2,
-    size: int | None = None,
-) -> Shown:
+def show_scan(scan_or_image: Any, settings: ViewSettings | None = None) -> Shown:
     """Turn a scan into the picture the model sees, with the view that maps it back.
 
     Args:
         scan_or_image: Anything :func:`as_scan` takes.
-        view: How a volume is shown: ``"frames"`` (a video of slices), ``"montage"`` (one grid
-            image), ``"slice"`` (the middle slice) or ``"mip"``. 2D scans are one image.
-        n_frames: Frames of the video or tiles of the montage.
-        axis: RAS axis the slices step along (2 axial, 1 coronal, 0 sagittal).
-        size: Longest side of a frame / tile / picture in pixels; None keeps the scan's pitch.
+        settings: How a volume is shown (default ``ViewSettings()``: 16 axial frames); a 2D
+            scan or image is always one picture.
 
     Returns:
         A :class:`Shown`.
     """
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {', '.join(VIEWS)}; got {view!r}")
+    settings = settings or ViewSettings()
     scan = as_scan(scan_or_image)
     if isinstance(scan, Image.Image):
         image = scan.convert("RGB")
         return Shown({"type": "image", "image": image}, None, 2, image.size)
+    shape = tuple(int(s) for s in scan.shape[1:])
     if scan.ndim == 3:
         # scan_to_image shows the array as stored, so a box on it is already a scan box.
-        shape = tuple(int(s) for s in scan.shape[1:])
         return Shown({"type": "image", "image": scan_to_image(scan)}, None, 2, shape)
-    shape = tuple(int(s) for s in scan.shape[1:])
-    if view == "frames":
-        frames = volume_to_frames(scan, n_frames, axis, size=size)
-        return Shown({"type": "video", "video": frames.frames}, frames, 3, shape)
-    if view == "montage":
-        shown = volume_to_montage(scan, n_frames, axis, size=size)
-    elif view == "slice":
-        shown = volume_to_slice(scan, None, axis, size=size)
-    else:
-        shown = volume_to_mip(scan, axis, size=size)
-    return Shown({"type": "image", "image": shown.image}, shown, 3, shape)
+    view = show_volume(scan, settings)
+    if isinstance(view, FrameView):
+        return Shown({"type": "video", "video": view.frames}, view, 3, shape)
+    return Shown({"type": "image", "image": view.image}, view, 3, shape)
 
 
 def picture_sizes(inputs: Mapping[str, Any], processor: Any) -> list[tuple[int, int]]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from medvl.model.answer import AnswerContext, Shown, picture_sizes, show_scan
 from medvl.model.generate import prepare_inputs
 from medvl.model.prompts import build_prompt, build_target
-from medvl.scans.views import FrameView
+from medvl.scans.views import FrameView, ViewSettings
 from medvl.scans.views.render import render_plane
 
 IGNORE_INDEX = -100
@@ -37,24 +37,18 @@ END_OF_TURN = "<|im_end|>"  # every Qwen-VL chat template closes a turn with it
 _PAD_VALUES = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0, "labels": -100}
 
 
-@dataclass(frozen=True)
-class PromptSettings:
+@dataclass
+class PromptSettings(ViewSettings):
     """How questions are put to the model (saved in the MedVLM config).
 
     Attributes:
+        view, n_frames, axis, size: How a volume given as a scan is shown
+            (`medvl.scans.views.ViewSettings`).
         reasoning: Ask for ``<think>`` then ``<answer>`` (True) or the answer alone.
-        view: How a volume given as a scan is shown: ``frames``, ``montage``, ``slice``, ``mip``.
-        n_frames: Frames of the video or tiles of the montage.
-        axis: RAS axis the slices step along.
-        size: Longest side of a frame / picture in pixels; None keeps the scan's pitch.
         video_fps: Frame rate given to videos (see ``prepare_inputs``).
     """
 
     reasoning: bool = True
-    view: str = "frames"
-    n_frames: int = 16
-    axis: int = 2
-    size: int | None = None
     video_fps: float = 2.0
 
 
@@ -117,8 +111,7 @@ def _pictures(item: Mapping[str, Any], settings: PromptSettings) -> Shown:
     if messages is None:
         if item.get("scan") is None:
             raise ValueError("an item needs 'messages' (with an image or video) or a 'scan'")
-        return show_scan(item["scan"], settings.view, settings.n_frames, settings.axis,
-                         settings.size)  # fmt: skip
+        return show_scan(item["scan"], settings)
     content = [
         c
         for m in messages

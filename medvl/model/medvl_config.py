@@ -25,6 +25,7 @@ from torch import nn
 from medvl._io import swap_in
 from medvl.model.collate import PromptSettings
 from medvl.model.heads import HeadsConfig
+from medvl.scans.views import ViewSettings
 
 CONFIG_NAME = "medvl_config.json"
 """The file that makes a folder a MedVLM checkpoint; written last."""
@@ -37,8 +38,8 @@ HEAD_NAMES = {"box": (2, 3), "box2d": (2,), "box3d": (3,), "mask": (), "seg": ()
 """Names ``heads=[...]`` takes -> the box dimensions they add (``mask``/``seg``: a mask head)."""
 
 
-@dataclass
-class MedVLMConfig:
+@dataclass(kw_only=True)
+class MedVLMConfig(ViewSettings):
     """What a MedVLM checkpoint needs besides weights; saved as ``medvl_config.json``.
 
     Attributes:
@@ -48,10 +49,8 @@ class MedVLMConfig:
         heads: ``HeadsConfig.to_dict()``, or None without heads.
         lora: The LoRA settings applied (JSON-safe), or None.
         reasoning: Prompt for ``<think>`` then ``<answer>``.
-        view: How a volume is shown: ``frames``, ``montage``, ``slice`` or ``mip``.
-        n_frames: Frames (or montage tiles) of a volume.
-        axis: RAS axis the slices step along.
-        size: Longest side of a frame / picture in pixels; None keeps the scan's pitch.
+        view, n_frames, axis, size: How a volume is shown (`medvl.scans.views.ViewSettings`;
+            training copies them from its dataset config).
         video_fps: Frame rate given to a volume's video.
         box_loss_weight: Weight of the box head loss in ``forward``'s total.
         mask_loss_weight: Weight of the mask head loss.
@@ -64,10 +63,6 @@ class MedVLMConfig:
     heads: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None
     reasoning: bool = True
-    view: str = "frames"
-    n_frames: int = 16
-    axis: int = 2
-    size: int | None = None
     video_fps: float = 2.0
     box_loss_weight: float = 1.0
     mask_loss_weight: float = 1.0
@@ -76,8 +71,8 @@ class MedVLMConfig:
     @property
     def prompt(self) -> PromptSettings:
         """The prompt and view settings."""
-        return PromptSettings(self.reasoning, self.view, self.n_frames, self.axis, self.size,
-                              self.video_fps)  # fmt: skip
+        return PromptSettings(**vars(self.view_settings), reasoning=self.reasoning,
+                              video_fps=self.video_fps)  # fmt: skip
 
     @property
     def heads_config(self) -> HeadsConfig | None:

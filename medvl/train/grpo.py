@@ -420,10 +420,8 @@ class GRPOTrainer:
 
 def _sync_view(model: Any, config: GRPOConfig) -> None:
     """Show scans to the model as the dataset config says (as SFT does)."""
-    mc = getattr(model, "config", None)
-    for key in ("view", "n_frames", "axis", "size"):
-        if mc is not None and hasattr(mc, key):
-            setattr(mc, key, getattr(config.dataset, key))
+    if hasattr(getattr(model, "config", None), "set_view"):  # a MedVLM's config
+        model.config.set_view(config.dataset)
 
 
 def run_grpo(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:

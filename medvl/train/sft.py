@@ -357,15 +357,12 @@ def _sync_model_config(model: Any, config: SFTConfig) -> None:
     """Make the saved model answer the way it was trained: loss weights, view settings and
     whether replies reason first."""
     mc = getattr(model, "config", None)
-    if mc is not None and config.reasoning is not None and hasattr(mc, "reasoning"):
+    if not hasattr(mc, "set_view"):  # not a MedVLM (a plain module from a test or a user)
+        return
+    if config.reasoning is not None:
         mc.reasoning = config.reasoning
-    for ours, theirs in (
-        ("box_loss_weight", config.box_loss_weight), ("mask_loss_weight", config.mask_loss_weight),
-        ("view", config.dataset.view), ("n_frames", config.dataset.n_frames),
-        ("axis", config.dataset.axis), ("size", config.dataset.size),
-    ):  # fmt: skip
-        if mc is not None and hasattr(mc, ours):
-            setattr(mc, ours, theirs)
+    mc.box_loss_weight, mc.mask_loss_weight = config.box_loss_weight, config.mask_loss_weight
+    mc.set_view(config.dataset)
 
 
 def run_sft(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:
