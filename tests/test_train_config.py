@@ -11,7 +11,8 @@ import yaml
 
 from medvl.config import ConfigError, YamlConfig, coerce, parse_overrides
 from medvl.data.dataset import DatasetConfig
-from medvl.train.sft import SFTConfig, expand_resume
+from medvl.train.sft import SFTConfig
+from medvl.train.trainer import expand_resume
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

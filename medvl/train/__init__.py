@@ -8,6 +8,7 @@ Public API::
     SFTTrainer(config, model=None, train_dataset=None, eval_dataset=None).train() -> final dir
     run_sft(config_path, overrides) -> final dir     # what `medvl sft` calls
     GRPOConfig, GRPOTrainer, run_grpo                # the same shape; `medvl grpo`
+    TrainConfig, Trainer                             # the shared bases of both pairs
     YamlConfig, ConfigError                          # base of every trainer/evaluator config
     latest_checkpoint(output_dir), list_checkpoints(output_dir)
 """
@@ -29,6 +30,8 @@ _LAZY = {
     "SFTConfig": "medvl.train.sft_config",
     "SFTTrainer": "medvl.train.sft",
     "run_sft": "medvl.train.sft",
+    "TrainConfig": "medvl.train.train_config",
+    "Trainer": "medvl.train.trainer",
     "GRPOConfig": "medvl.train.grpo_config",
     "GRPOTrainer": "medvl.train.grpo",
     "run_grpo": "medvl.train.grpo",
@@ -41,12 +44,16 @@ if TYPE_CHECKING:
     from medvl.train.grpo_config import GRPOConfig
     from medvl.train.sft import SFTTrainer, run_sft
     from medvl.train.sft_config import SFTConfig
+    from medvl.train.train_config import TrainConfig
+    from medvl.train.trainer import Trainer
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
+    "TrainConfig",
+    "Trainer",
     "GRPOConfig",
     "GRPOTrainer",
     "run_grpo",

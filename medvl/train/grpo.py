@@ -42,45 +42,29 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medvl.config import config_main
 from medvl.data.dataset import MedVLDataset
 from medvl.train import rewards as R
 from medvl.train.checkpoint import (
-    LOG_FILE,
     EpochSampler,
-    TrainerState,
-    append_log,
-    load_checkpoint,
-    register_trainable_state_hooks,
-    save_checkpoint,
-    save_final,
     start_run,
-    truncate_log,
 )
 from medvl.train.grpo_config import GRPOConfig
 from medvl.train.grpo_loss import STD_EPS, Rollout, build_rewards, grpo_loss
 from medvl.train.logprobs import shared_prefix_logprobs
-from medvl.train.sft import expand_resume, load_model
+from medvl.train.trainer import Trainer, expand_resume, subset
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout", "build_rewards", "grpo_loss", "run_grpo"]
 
 logger = logging.getLogger(__name__)
 
-FINAL_DIR = "final"
-
-
-def _subset(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
 
 
 def _as_items(batch: list) -> list:
@@ -109,13 +93,13 @@ def _sample_columns(item: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-class GRPOTrainer:
+class GRPOTrainer(Trainer):
     """GRPO on a `MedVLM` with accelerate: LoRA or full, KL to a reference, atomic checkpoints
     and resume (`medvl.train.checkpoint`).
 
     Args:
         config: The run's settings.
-        model: A `MedVLM` (default: `medvl.train.sft.load_model(config)`).
+        model: A `MedVLM` (default: `medvl.train.trainer.load_model(config)`).
         train_dataset: Items with ``sample`` and ``scan`` (default: `MedVLDataset` of
             ``config.train_manifest``).
         reward_funcs: Reward callables with TRL's signature; default the ones ``config.rewards``
@@ -132,17 +116,8 @@ class GRPOTrainer:
         reward_funcs: Sequence[R.RewardFunc] | None = None,
         reward_weights: Sequence[float] | None = None,
     ) -> None:
-        self.config = cfg = config
-        self.output_dir = Path(cfg.output_dir)
-        tensorboard = cfg.report_to == "tensorboard" and bool(find_spec("tensorboard"))
-        if cfg.report_to == "tensorboard" and not tensorboard:
-            logger.warning("report_to=tensorboard but tensorboard is not installed; not logging")
-        self.accelerator = acc = Accelerator(
-            log_with="tensorboard" if tensorboard else None, project_dir=str(self.output_dir)
-        )
-        set_seed(cfg.seed)
-        model = model if model is not None else load_model(cfg)
-        _sync_view(model, cfg)
+        cfg = config
+        model = self._start(config, model)
         if reward_funcs is None:
             reward_funcs = build_rewards(cfg.rewards, model.family)
             reward_weights = reward_weights or cfg.reward_weights
@@ -155,7 +130,7 @@ class GRPOTrainer:
         self.reward_weights = torch.tensor([float(w) for w in weights])
         if train_dataset is None:
             train_dataset = MedVLDataset(cfg.train_manifest, cfg.dataset)
-        self.train_dataset = _subset(train_dataset, cfg.max_train_samples)
+        self.train_dataset = subset(train_dataset, cfg.max_train_samples)
         self.sampler = EpochSampler(len(self.train_dataset), seed=cfg.seed)
         loader = DataLoader(
             self.train_dataset, batch_size=cfg.batch_size, sampler=self.sampler,
@@ -165,44 +140,10 @@ class GRPOTrainer:
         self.ref_model = None
         if cfg.beta > 0 and not self.is_lora:  # full fine-tuning: a frozen copy of the start
             self.ref_model = copy.deepcopy(model.model).eval().requires_grad_(False)
-        params = [p for p in model.trainable_parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the model has no trainable parameters")
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_epsilon
-        )
-        self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, loader)
+        self._prepare(model, loader, len(self.train_dataset))
         if self.ref_model is not None:
-            self.ref_model.to(acc.device)
-        self.scheduler = acc.prepare(self._scheduler(self.optimizer))
-        register_trainable_state_hooks(acc)
-        self.state = TrainerState(
-            sampler_seed=cfg.seed, dataset_size=len(self.train_dataset),
-            num_processes=acc.num_processes, max_steps=cfg.max_steps,
-        )  # fmt: skip
-        self.history: list[dict[str, float]] = []
-        self._saved_step: int | None = None
-
-    @property
-    def vlm(self) -> Any:
-        """The `MedVLM` without accelerate's wrappers."""
-        return self.accelerator.unwrap_model(self.model)
-
-    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
-        from transformers import get_scheduler
-
-        name = self.config.lr_scheduler
-        if name == "constant" and self.config.warmup_steps:
-            name = "constant_with_warmup"
-        n = self.accelerator.num_processes
-        return get_scheduler(
-            name, optimizer, num_warmup_steps=self.config.warmup_steps * n,
-            num_training_steps=self.config.max_steps * n,
-        )  # fmt: skip
+            self.ref_model.to(self.accelerator.device)
+        self._start_schedule(cfg.max_steps)
 
     # -- rollouts ---------------------------------------------------------------------------
 
@@ -380,48 +321,6 @@ class GRPOTrainer:
         final = self.save_final()
         acc.end_training()
         return final
-
-    def _record(self, record: dict[str, float]) -> None:
-        self.history.append(record)
-        acc = self.accelerator
-        step = int(record["step"])
-        acc.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
-        append_log(acc, self.output_dir, record)
-
-    # -- checkpoints ------------------------------------------------------------------------
-
-    def _write_model(self, folder: Path) -> None:
-        self.vlm.save_pretrained(folder)
-        self.config.save_yaml(folder / "config.yaml")
-
-    def save_checkpoint(self) -> Path:
-        """Writes ``output_dir/checkpoint-<step>`` (all processes must call it)."""
-        path = save_checkpoint(
-            self.accelerator, self.output_dir, self.state, self._write_model, self.config.keep_last
-        )
-        self._saved_step = self.state.global_step
-        return path
-
-    def save_final(self) -> Path:
-        """Writes the model and its config to ``output_dir/final`` atomically."""
-        return save_final(self.accelerator, self.output_dir, self._write_model, FINAL_DIR)
-
-    def _resume(self, path: Path) -> None:
-        state = load_checkpoint(self.accelerator, path)
-        if state.batches_in_epoch >= len(self.train_loader):
-            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-        state.max_steps, state.num_processes = self.config.max_steps, self.accelerator.num_processes
-        self.state = state
-        self._saved_step = state.global_step
-        if self.accelerator.is_main_process:
-            truncate_log(self.output_dir / LOG_FILE, state.global_step)
-        logger.info("resumed from %s at step %d", path, state.global_step)
-
-
-def _sync_view(model: Any, config: GRPOConfig) -> None:
-    """Show scans to the model as the dataset config says (as SFT does)."""
-    if hasattr(getattr(model, "config", None), "set_view"):  # a MedVLM's config
-        model.config.set_view(config.dataset)
 
 
 def run_grpo(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:

@@ -20,54 +20,26 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medvl.config import config_main
 from medvl.data.dataset import MedVLDataset
-from medvl.train.checkpoint import (
-    LOG_FILE,
-    EpochSampler,
-    TrainerState,
-    append_log,
-    load_checkpoint,
-    register_trainable_state_hooks,
-    save_checkpoint,
-    save_final,
-    start_run,
-    truncate_log,
-)
+from medvl.train.checkpoint import EpochSampler, start_run
 from medvl.train.sft_config import SFTConfig
+from medvl.train.trainer import Trainer, expand_resume, subset
 
-__all__ = ["SFTConfig", "SFTTrainer", "expand_resume", "load_model", "run_sft"]
+__all__ = ["SFTConfig", "SFTTrainer", "run_sft"]
 
 logger = logging.getLogger(__name__)
 
-FINAL_DIR = "final"
 
 
-def load_model(config: SFTConfig) -> Any:
-    """The `MedVLM` that ``config`` names, with its LoRA and heads (weights of new modules are
-    drawn from the current torch RNG: seed first)."""
-    from medvl.model.medvl_model import MedVLM
-
-    return MedVLM.from_pretrained(
-        config.model, lora=config.lora, heads=config.heads or None, dtype=config.dtype
-    )
-
-
-def _subset(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
-
-
-class SFTTrainer:
+class SFTTrainer(Trainer):
     """Fine-tunes a `MedVLM` with accelerate: LoRA or full, gradient accumulation, mixed
     precision, schedules, eval loss, TensorBoard, atomic checkpoints and exact resume.
 
@@ -86,29 +58,19 @@ class SFTTrainer:
         train_dataset: Dataset | None = None,
         eval_dataset: Dataset | None = None,
     ) -> None:
-        self.config = config
-        self.output_dir = Path(config.output_dir)
-        tensorboard = config.report_to == "tensorboard" and bool(find_spec("tensorboard"))
-        if config.report_to == "tensorboard" and not tensorboard:
-            logger.warning("report_to=tensorboard but tensorboard is not installed; not logging")
-        self.accelerator = acc = Accelerator(
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
+        model = self._start(
+            config, model, gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
-            log_with="tensorboard" if tensorboard else None,
-            project_dir=str(self.output_dir),
-        )
-        set_seed(config.seed)  # before the model: new LoRA/head weights come from this RNG
-        model = model if model is not None else load_model(config)
-        _sync_model_config(model, config)
+        )  # fmt: skip
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         if train_dataset is None:
             train_dataset = MedVLDataset(config.train_manifest, config.dataset)
         if eval_dataset is None and config.eval_manifest:
             eval_dataset = MedVLDataset(config.eval_manifest, config.dataset)
-        self.train_dataset = _subset(train_dataset, config.max_train_samples)
+        self.train_dataset = subset(train_dataset, config.max_train_samples)
         self.eval_dataset = (
-            None if eval_dataset is None else _subset(eval_dataset, config.max_eval_samples)
+            None if eval_dataset is None else subset(eval_dataset, config.max_eval_samples)
         )
         self.sampler = EpochSampler(len(self.train_dataset), seed=config.seed)
         # The loader's own generator: DataLoader iterators otherwise draw a seed from the global
@@ -120,54 +82,25 @@ class SFTTrainer:
             collate_fn=collate, num_workers=config.num_workers,
             generator=torch.Generator().manual_seed(config.seed),
         )  # fmt: skip
-        optimizer = torch.optim.AdamW(
-            self._param_groups(model), lr=config.lr, betas=config.betas, eps=config.adam_epsilon
-        )
-        self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, loader)
+        self._prepare(model, loader, len(self.train_dataset))
         accum = config.gradient_accumulation_steps
         self.steps_per_epoch = math.ceil(len(self.train_loader) / accum)
-        self.max_steps = config.max_steps or config.num_epochs * self.steps_per_epoch
-        self.scheduler = acc.prepare(self._scheduler(self.optimizer))
+        self._start_schedule(config.max_steps or config.num_epochs * self.steps_per_epoch)
         self.eval_loader = None
         if self.eval_dataset is not None:
-            self.eval_loader = acc.prepare(DataLoader(
+            self.eval_loader = self.accelerator.prepare(DataLoader(
                 self.eval_dataset, batch_size=config.eval_batch_size or config.batch_size,
                 collate_fn=collate, num_workers=config.num_workers,
             ))  # fmt: skip
-        register_trainable_state_hooks(acc)
-        self.state = TrainerState(
-            sampler_seed=config.seed, dataset_size=len(self.train_dataset),
-            num_processes=acc.num_processes, max_steps=self.max_steps,
-        )  # fmt: skip
-        self.history: list[dict[str, float]] = []
-        self._saved_step: int | None = None
 
-    def _param_groups(self, model: Any) -> list[dict[str, Any]]:
-        params = [p for p in model.trainable_parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the model has no trainable parameters")
-        # Decaying biases and norm gains only shrinks them toward 0; the usual exclusion.
-        decay = [p for p in params if p.ndim >= 2]
-        rest = [p for p in params if p.ndim < 2]
-        groups = [
-            {"params": decay, "weight_decay": self.config.weight_decay},
-            {"params": rest, "weight_decay": 0.0},
-        ]
-        return [g for g in groups if g["params"]]
-
-    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
-        from transformers import get_scheduler
-
-        name = self.config.lr_scheduler
-        if name == "constant" and self.config.warmup_steps:
-            name = "constant_with_warmup"
-        # accelerate steps a prepared scheduler once per process per optimizer step.
-        n = self.accelerator.num_processes
-        return get_scheduler(
-            name, optimizer,
-            num_warmup_steps=self.config.warmup_steps * n,
-            num_training_steps=self.max_steps * n,
-        )  # fmt: skip
+    def _sync_model_config(self, model_config: Any) -> None:
+        """Make the saved model answer the way it was trained: loss weights, view settings and
+        whether replies reason first."""
+        super()._sync_model_config(model_config)
+        if self.config.reasoning is not None:
+            model_config.reasoning = self.config.reasoning
+        model_config.box_loss_weight = self.config.box_loss_weight
+        model_config.mask_loss_weight = self.config.mask_loss_weight
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -259,18 +192,8 @@ class SFTTrainer:
         )
         if grad_norm is not None:
             record["grad_norm"] = float(grad_norm)
-        self._record(record, prefix="train")
+        self._record(record, "train")
         return record
-
-    def _record(self, record: dict[str, float], prefix: str) -> None:
-        """Keeps ``record`` in `history`, sends it to the trackers as ``<prefix>/<key>`` and
-        appends it to ``train_log.jsonl`` (eval keys start with ``eval_`` there)."""
-        self.history.append(record)
-        acc = self.accelerator
-        step = int(record["step"])
-        values = {k.removeprefix("eval_"): v for k, v in record.items() if k != "step"}
-        acc.log({f"{prefix}/{k}": v for k, v in values.items()}, step=step)
-        append_log(acc, self.output_dir, record)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -297,73 +220,6 @@ class SFTTrainer:
         self._record(record, prefix="eval")
         return record
 
-    # -- checkpoints ------------------------------------------------------------------------
-
-    def _write_model(self, folder: Path) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        model.save_pretrained(folder)
-        self.config.save_yaml(folder / "config.yaml")
-
-    def save_checkpoint(self) -> Path:
-        """Writes ``output_dir/checkpoint-<step>`` (all processes must call it)."""
-        path = save_checkpoint(
-            self.accelerator, self.output_dir, self.state, self._write_model, self.config.keep_last
-        )
-        self._saved_step = self.state.global_step
-        return path
-
-    def save_final(self) -> Path:
-        """Writes the trained model and its config to ``output_dir/final`` atomically (main
-        process) and returns the folder."""
-        return save_final(self.accelerator, self.output_dir, self._write_model, FINAL_DIR)
-
-    def _resume(self, path: Path) -> None:
-        state = load_checkpoint(self.accelerator, path)
-        if state.dataset_size != len(self.train_dataset):
-            logger.warning(
-                "%s was trained on %d samples, this run has %d: the data order differs",
-                path, state.dataset_size, len(self.train_dataset),
-            )  # fmt: skip
-        changed = _changed_keys(path / "config.yaml", self.config)
-        if changed:
-            logger.warning("resuming with a changed config (%s): not an exact resume", changed)
-        if state.batches_in_epoch >= len(self.train_loader):  # saved right at an epoch's end
-            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-        state.max_steps, state.num_processes = self.max_steps, self.accelerator.num_processes
-        self.state = state
-        self._saved_step = state.global_step
-        if self.accelerator.is_main_process:
-            truncate_log(self.output_dir / LOG_FILE, state.global_step)
-        logger.info("resumed from %s at step %d", path, state.global_step)
-
-
-# Keys that may change on resume without changing the trajectory.
-_FREE_KEYS = ("resume_from", "output_dir", "progress", "report_to", "run_name", "log_every",
-              "save_every", "keep_last", "eval_every", "num_workers")  # fmt: skip
-
-
-def _changed_keys(saved: Path, config: SFTConfig) -> str:
-    """Keys whose value differs from the checkpoint's config, e.g. ``"lr, batch_size"``."""
-    try:
-        before = SFTConfig.from_yaml(saved).to_flat_dict()
-    except (OSError, ValueError):
-        return "unreadable checkpoint config"
-    now = config.to_flat_dict()
-    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    return ", ".join(k for k in keys if k.split(".")[0] not in _FREE_KEYS)
-
-
-def _sync_model_config(model: Any, config: SFTConfig) -> None:
-    """Make the saved model answer the way it was trained: loss weights, view settings and
-    whether replies reason first."""
-    mc = getattr(model, "config", None)
-    if not hasattr(mc, "set_view"):  # not a MedVLM (a plain module from a test or a user)
-        return
-    if config.reasoning is not None:
-        mc.reasoning = config.reasoning
-    mc.box_loss_weight, mc.mask_loss_weight = config.box_loss_weight, config.mask_loss_weight
-    mc.set_view(config.dataset)
-
 
 def run_sft(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:
     """Runs SFT from a YAML config and CLI-style overrides; returns ``output_dir/final``.
@@ -376,16 +232,6 @@ def run_sft(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Pa
     """
     config = SFTConfig.from_yaml(config_path, expand_resume(overrides))
     return SFTTrainer(config).train()
-
-
-def expand_resume(args: Sequence[str]) -> list[str]:
-    """``--resume`` -> ``--resume_from latest``; ``--resume PATH`` -> ``--resume_from PATH``."""
-    args = list(args)
-    if "--resume" in args:
-        i = args.index("--resume")
-        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
-        args[i : i + 1] = ["--resume_from"] if has_value else ["--resume_from", "latest"]
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
