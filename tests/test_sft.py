@@ -26,8 +26,8 @@ from medvl.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
     list_checkpoints,
-    remove_stale_tmp,
 )
+from medvl.train.run_folder import remove_stale_tmp
 from medvl.train.sft import SFTConfig, SFTTrainer
 
 ACCELERATE_FILES = {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"}

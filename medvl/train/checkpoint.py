@@ -22,11 +22,9 @@ What ``Accelerator.save_state`` covers: model, optimizer, LR scheduler, GradScal
 RNG states (python, numpy, torch CPU, every CUDA device) and its micro-step counter (so gradient
 accumulation resumes in phase). What it does not, and this module adds:
 
-* the data position. Accelerate saves a sampler only for iterable datasets, and a DataLoader's
-  position only with torchdata's stateful loader. The trainer shuffles with `EpochSampler` (a
-  permutation drawn from ``seed + epoch``), so ``(epoch, batches_in_epoch)`` plus the seed pin
-  down the next batch; the resumed run rebuilds that epoch's permutation and skips the consumed
-  batches with ``accelerator.skip_first_batches``;
+* the data position: ``(epoch, batches_in_epoch)`` and the seed of
+  `medvl.train.data_order.EpochSampler`, from which the resumed run rebuilds the epoch's order
+  and skips the consumed batches;
 * the global step and epoch (``trainer_state.json``) and the config;
 * a trap: every DataLoader iterator draws a seed from the global torch RNG when it is created,
   which a resumed run does at another moment; the trainer gives its loader its own generator.
@@ -34,7 +32,8 @@ accumulation resumes in phase). What it does not, and this module adds:
 Atomicity: every process writes into ``.tmp-checkpoint-<step>`` (a fixed name, so all ranks
 agree on it), the main process renames it into place with `os.replace` once everything is on
 disk, and a failed write removes it. A crash (even SIGKILL) therefore leaves either a complete
-``checkpoint-<step>`` or a hidden temporary folder, which the next run deletes.
+``checkpoint-<step>`` or a hidden temporary folder, which the next run deletes
+(`medvl.train.run_folder.remove_stale_tmp`).
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +54,14 @@ from safetensors.torch import load_file
 from medvl._io import atomic_write_text, swap_in
 
 __all__ = [
-    "EpochSampler",
     "TrainerState",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "prune_checkpoints",
     "register_trainable_state_hooks",
-    "remove_stale_tmp",
     "resolve_resume",
     "save_checkpoint",
-    "truncate_log",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,42 +71,6 @@ TMP_PREFIX = ".tmp-checkpoint-"
 STATE_FILE = "trainer_state.json"
 ACCELERATE_DIR = "accelerate"
 _STEP = re.compile(rf"^{PREFIX}(\d+)$")
-
-
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """Shuffles ``range(n)`` with a permutation that depends only on ``(seed, epoch)``.
-
-    A plain `RandomSampler` draws from a generator whose state after a crash is lost; here any
-    epoch's order can be rebuilt from two integers. Accelerate calls `set_epoch` through its
-    dataloader wrappers (and shards the batches across processes after this sampler), so every
-    process sees the same permutation.
-
-    Args:
-        n: Dataset length.
-        seed: Base seed.
-        shuffle: False gives ``0..n-1`` every epoch (evaluation).
-    """
-
-    # No ``generator`` attribute on purpose: accelerate would re-seed it from the global RNG.
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the permutation of ``epoch``."""
-        self.epoch = epoch
-
-    def permutation(self, epoch: int | None = None) -> list[int]:
-        """The order of ``epoch`` (default: the current one)."""
-        if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else epoch))
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation())
-
-    def __len__(self) -> int:
-        return self.n
 
 
 @dataclasses.dataclass
@@ -187,18 +147,6 @@ def resolve_resume(
     return path
 
 
-def remove_stale_tmp(output_dir: str | os.PathLike) -> None:
-    """Deletes the hidden temporary folders a crashed run left in ``output_dir``: ours
-    (``.tmp-*``, `medvl._io.swap_in`'s ``.<name>.old-*``) and `MedVLM.save_pretrained`'s
-    (``.<name>.tmp-*``). Main process only, before training starts."""
-    root = Path(output_dir)
-    if root.is_dir():
-        for p in root.iterdir():
-            stale = p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)
-            if stale and p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-
-
 def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int | None) -> list[Path]:
     """Deletes all but the newest ``keep_last`` checkpoints (None or 0 keeps all)."""
     if not keep_last:
@@ -207,22 +155,6 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int | None) -> l
     for path in old:
         shutil.rmtree(path)
     return old
-
-
-def truncate_log(path: str | os.PathLike, step: int) -> None:
-    """Drops the lines of a JSONL log whose ``step`` is past ``step`` (and a half-written last
-    line): a resumed run logs those steps again."""
-    path = Path(path)
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except json.JSONDecodeError:  # the half line a killed run was writing
-            continue
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _trainable_names(model: torch.nn.Module) -> set[str]:
@@ -304,51 +236,6 @@ def save_checkpoint(
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    accelerator.wait_for_everyone()
-    return final
-
-
-LOG_FILE = "train_log.jsonl"
-
-
-def start_run(accelerator: Any, config: Any, output_dir: Path) -> Path | None:
-    """Prepares ``output_dir`` for a run and returns the checkpoint to resume from, if any.
-
-    The main process creates the folder, clears temporaries a crash left behind and saves the
-    config actually used (``config.yaml``); then ``config.resume_from`` is resolved. Every
-    process must call it.
-    """
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_tmp(output_dir)
-        config.save_yaml(output_dir / "config.yaml")
-    accelerator.wait_for_everyone()
-    return resolve_resume(config.resume_from, output_dir)
-
-
-def append_log(accelerator: Any, output_dir: Path, record: dict[str, float]) -> None:
-    """Appends one logged record to ``output_dir/train_log.jsonl`` (main process only)."""
-    if accelerator.is_main_process:
-        with open(output_dir / LOG_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def save_final(
-    accelerator: Any, output_dir: Path, write_model: Callable[[Path], None], name: str = "final"
-) -> Path:
-    """Writes the trained model to ``output_dir/<name>`` atomically: ``write_model`` fills a
-    temporary folder (main process only), which is then renamed into place. Every process
-    must call it; returns the folder."""
-    final = output_dir / name
-    if accelerator.is_main_process:
-        tmp = output_dir / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            write_model(tmp)
-            swap_in(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 

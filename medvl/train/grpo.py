@@ -52,13 +52,11 @@ from tqdm.auto import tqdm
 from medvl.config import config_main
 from medvl.data.dataset import MedVLDataset
 from medvl.train import rewards as R
-from medvl.train.checkpoint import (
-    EpochSampler,
-    start_run,
-)
+from medvl.train.data_order import EpochSampler
 from medvl.train.grpo_config import GRPOConfig
 from medvl.train.grpo_loss import STD_EPS, Rollout, build_rewards, grpo_loss
 from medvl.train.logprobs import shared_prefix_logprobs
+from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, subset
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout", "build_rewards", "grpo_loss", "run_grpo"]

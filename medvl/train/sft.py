@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from medvl.config import config_main
 from medvl.data.dataset import MedVLDataset
-from medvl.train.checkpoint import EpochSampler, start_run
+from medvl.train.data_order import EpochSampler
+from medvl.train.run_folder import start_run
 from medvl.train.sft_config import SFTConfig
 from medvl.train.trainer import Trainer, expand_resume, subset
 

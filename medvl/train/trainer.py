@@ -19,15 +19,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import Dataset, Subset
 
 from medvl.train.checkpoint import (
-    LOG_FILE,
     TrainerState,
-    append_log,
     load_checkpoint,
     register_trainable_state_hooks,
     save_checkpoint,
-    save_final,
-    truncate_log,
 )
+from medvl.train.run_folder import LOG_FILE, append_log, save_final, truncate_log
 from medvl.train.train_config import TrainConfig
 
 __all__ = ["FINAL_DIR", "Trainer", "expand_resume", "load_model"]
