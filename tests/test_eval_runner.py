@@ -24,7 +24,7 @@ from medvl.eval.metrics import answer_correct
 from medvl.eval.predictions import read_predictions
 from medvl.eval.runner import EvalConfig, evaluate, run_eval, score, summarize
 from medvl.model.answer import Answer
-from medvl.model.medvl_model import MedVLM
+from medvl.model.medvlm import MedVLM
 from medvl.scans import load_scan
 
 CONTRACT_KEYS = {

@@ -18,7 +18,7 @@ from PIL import Image
 from medvl.data.dataset import DatasetConfig, MedVLDataset
 from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.model import FAMILIES, Answer, MedVLM, parse_answer
-from medvl.model.collate import encode_example
+from medvl.model.encoding import encode_example
 from medvl.model.grounding import format_box, resized_image_size
 from medvl.model.prompts import build_target
 from medvl.scans import load_scan

@@ -11,7 +11,7 @@ from PIL import Image
 from medvl.data import read_manifest, validate_manifest
 from medvl.data.seeing import QUADRANTS, write_seeing_task
 from medvl.experiments import run_seeing
-from medvl.model.medvl_model import MedVLM
+from medvl.model.medvlm import MedVLM
 
 
 @pytest.mark.parametrize("task", ["presence", "quadrant"])

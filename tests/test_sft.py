@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from medvl.data.dataset import DatasetConfig, MedVLDataset
 from medvl.data.manifest import read_manifest, write_manifest
 from medvl.data.phantom_samples import generate_phantom_dataset
-from medvl.model.medvl_model import MedVLM
+from medvl.model.medvlm import MedVLM
 from medvl.scans.boxes import paired_box_iou
 from medvl.train.checkpoint import (
     STATE_FILE,

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
 from medvl.model import FAMILIES, build_tiny_model, tiny_model_dir
 from medvl.model.tiny import MARKER
-from medvl.model.tiny_tokenizer import added_tokens
+from medvl.model.tiny.tokenizer import added_tokens
 
 PROCESSORS = {
     "qwen2_vl": ("Qwen2VLProcessor", "Qwen2VLVideoProcessor"),

@@ -151,7 +151,7 @@ def load_eval_model(config: EvalConfig) -> Any:
     """The `MedVLM` that ``config.model`` names (``tiny:<family>-<size>`` built on first use)."""
     import torch
 
-    from medvl.model.medvl_model import MedVLM
+    from medvl.model.medvlm import MedVLM
 
     device = config.device
     if device == "auto":

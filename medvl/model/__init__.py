@@ -21,7 +21,7 @@ from medvl.model.families import FAMILIES, SIZES
 # Names resolve on first use: importing transformers takes seconds, and `medvl --help` or
 # `medvl info` should not pay for it.
 _LAZY = {
-    "CHAT_TEMPLATES": "medvl.model.chat_templates",
+    "CHAT_TEMPLATES": "medvl.model.tiny.chat_templates",
     "AskResult": "medvl.model.generate",
     "ask": "medvl.model.generate",
     "build_messages": "medvl.model.generate",
@@ -36,15 +36,14 @@ _LAZY = {
     "Answer": "medvl.model.answer",
     "AnswerContext": "medvl.model.answer",
     "parse_answer": "medvl.model.answer",
-    "MedVLM": "medvl.model.medvl_model",
-    "MedVLMConfig": "medvl.model.medvl_config",
-    "MedVLMOutput": "medvl.model.medvl_model",
+    "MedVLM": "medvl.model.medvlm",
+    "MedVLMConfig": "medvl.model.medvlm_config",
+    "MedVLMOutput": "medvl.model.medvlm",
     "tiny_model_dir": "medvl.model.tiny",
 }
 
 if TYPE_CHECKING:
     from medvl.model.answer import Answer, AnswerContext, parse_answer
-    from medvl.model.chat_templates import CHAT_TEMPLATES
     from medvl.model.generate import AskResult, ask, build_messages, prepare_inputs
     from medvl.model.loading import (
         SUPPORTED_MODEL_TYPES,
@@ -54,9 +53,10 @@ if TYPE_CHECKING:
         resolve_dtype,
         resolve_model,
     )
-    from medvl.model.medvl_config import MedVLMConfig
-    from medvl.model.medvl_model import MedVLM, MedVLMOutput
+    from medvl.model.medvlm import MedVLM, MedVLMOutput
+    from medvl.model.medvlm_config import MedVLMConfig
     from medvl.model.tiny import build_tiny_model, tiny_model_dir
+    from medvl.model.tiny.chat_templates import CHAT_TEMPLATES
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

@@ -1,7 +1,7 @@
 """What a scan looks like to the model, and reading a reply back into medvl's coordinates.
 
 :class:`medvl.model.MedVLM` answers a question in three steps, each a function here or in
-:mod:`medvl.model.collate` so that tests (and the evaluator) can run any one of them alone::
+:mod:`medvl.model.encoding` so that tests (and the evaluator) can run any one of them alone::
 
     shown = show_scan(scan, ViewSettings("frames", 16))  # picture + view + coordinate facts
     ... prompt, processor, generate ...

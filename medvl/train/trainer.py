@@ -41,7 +41,7 @@ _FREE_KEYS = ("resume_from", "output_dir", "progress", "report_to", "run_name", 
 def load_model(config: TrainConfig) -> Any:
     """The `MedVLM` that ``config`` names, with its LoRA and heads (weights of new modules are
     drawn from the current torch RNG: seed first)."""
-    from medvl.model.medvl_model import MedVLM
+    from medvl.model.medvlm import MedVLM
 
     return MedVLM.from_pretrained(
         config.model, lora=config.lora, heads=config.heads or None, dtype=config.dtype

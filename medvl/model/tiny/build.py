@@ -60,9 +60,9 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from medvl._io import swap_in
-from medvl.model.chat_templates import CHAT_TEMPLATES
 from medvl.model.families import FAMILIES, SIZES
-from medvl.model.tiny_tokenizer import train_tokenizer
+from medvl.model.tiny.chat_templates import CHAT_TEMPLATES
+from medvl.model.tiny.tokenizer import train_tokenizer
 
 MARKER = "medvl_tiny.json"
 """File written last into a build; a folder without it (or from another builder version) is

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from medvl._io import swap_in
-from medvl.model.collate import PromptSettings
+from medvl.model.encoding import PromptSettings
 from medvl.model.heads import HeadsConfig
 from medvl.scans.views import ViewSettings
 

@@ -47,21 +47,21 @@ from torch import nn
 from transformers import AutoProcessor
 from transformers.utils import ModelOutput
 
-from medvl.model.answering import AnsweringMixin
-from medvl.model.collate import (
+from medvl.model.encoding import (
     HeadTokens,
     PromptSettings,
     collate_examples,
 )
-from medvl.model.head_readout import (
+from medvl.model.heads import HeadsConfig, build_heads, load_heads, save_heads
+from medvl.model.heads.readout import (
     box_outputs,
     capture_vision,
     mask_outputs,
     pictures_by_row,
 )
-from medvl.model.heads import HeadsConfig, build_heads, load_heads, save_heads
+from medvl.model.inference import AnsweringMixin
 from medvl.model.loading import detect_family, load_vlm, resolve_model, unwrap
-from medvl.model.medvl_config import (
+from medvl.model.medvlm_config import (
     CONFIG_NAME,
     HEADS_NAME,
     MedVLMConfig,
@@ -117,7 +117,7 @@ class MedVLM(AnsweringMixin, nn.Module):
     """A Qwen-VL model, its processor, optional LoRA and grounding heads.
 
     Build it with :meth:`from_pretrained`. Answering (:meth:`answer`, :meth:`answer_batch`,
-    :meth:`stream_answer`) lives in :class:`medvl.model.answering.AnsweringMixin`.
+    :meth:`stream_answer`) lives in :class:`medvl.model.inference.AnsweringMixin`.
 
     Attributes: ``model``, ``processor``, ``heads`` (``nn.ModuleDict``, empty without heads),
     ``heads_config`` (``HeadsConfig`` or None) and ``config`` (:class:`MedVLMConfig`).
@@ -245,7 +245,7 @@ class MedVLM(AnsweringMixin, nn.Module):
         ``config.base_model``); the processor; ``heads.safetensors``; ``medvl_config.json``.
         Everything is written to a temporary folder beside the target, then renamed, so a crash
         never leaves half a checkpoint; saving into an existing folder keeps its other files
-        (:func:`medvl.model.medvl_config.publish`).
+        (:func:`medvl.model.medvlm_config.publish`).
 
         Returns:
             The folder.

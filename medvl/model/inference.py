@@ -1,11 +1,11 @@
 """The inference half of :class:`medvl.model.MedVLM`: answer, answer_batch, stream_answer.
 
-A question goes through the same encoder as an SFT example (:mod:`medvl.model.collate`), so a
+A question goes through the same encoder as an SFT example (:mod:`medvl.model.encoding`), so a
 model is asked exactly as it was trained. Several questions are batched with left padding, so
 every reply starts right after its prompt; replies end at the first end-of-turn or padding id.
 The text is read by :func:`medvl.model.answer.parse_answer`; the grounding heads, when present,
 read the hidden states of one more forward pass over prompt and reply
-(:mod:`medvl.model.head_readout`).
+(:mod:`medvl.model.heads.readout`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from medvl.model.answer import Answer, as_scan, parse_answer
-from medvl.model.collate import Encoded, PromptSettings, encode_example, merge_encodings
-from medvl.model.head_readout import (
+from medvl.model.encoding import Encoded, PromptSettings, encode_example, merge_encodings
+from medvl.model.heads import gather_token_states
+from medvl.model.heads.readout import (
     capture_vision,
     extend_with_reply,
     first_per_row,
     mask_in_scan,
     pictures_by_row,
 )
-from medvl.model.heads import gather_token_states
 from medvl.model.loading import unwrap
 from medvl.scans.views import FrameView
 
