@@ -59,20 +59,12 @@ from medvl.model.heads.readout import (
     mask_outputs,
     pictures_by_row,
 )
+from medvl.model.heads.tokens import add_grounding_tokens, restore_grounding_tokens, token_ids
 from medvl.model.inference import AnsweringMixin
 from medvl.model.loading import detect_family, load_vlm, resolve_model, unwrap
-from medvl.model.medvlm_config import (
-    CONFIG_NAME,
-    HEADS_NAME,
-    MedVLMConfig,
-    add_grounding_tokens,
-    heads_config_from,
-    lora_config,
-    lora_summary,
-    publish,
-    restore_grounding_tokens,
-    token_ids,
-)
+from medvl.model.lora import lora_config, lora_summary
+from medvl.model.medvlm_config import CONFIG_NAME, HEADS_NAME, MedVLMConfig, heads_config_from
+from medvl.model.publish import publish
 
 
 @dataclass
@@ -156,8 +148,9 @@ class MedVLM(AnsweringMixin, nn.Module):
                 :func:`medvl.model.load_vlm` takes), or a folder written by :meth:`save_pretrained`.
             lora: ``peft.LoraConfig``, or a dict of its arguments (defaults ``r=16``,
                 ``lora_alpha=32``, ``lora_dropout=0.05``), or None for no LoRA. Target modules
-                default to the language model's projections (:data:`LM_PROJECTIONS`); a list of
-                bare names is scoped to the language model too, a regex string is used as is.
+                default to the language model's projections (`medvl.model.lora.LM_PROJECTIONS`);
+                a list of bare names is scoped to the language model too, a regex string is used
+                as is.
                 Not allowed on a checkpoint that already holds an adapter.
             heads: A ``HeadsConfig``, or names among ``"box"`` (2D and 3D), ``"box2d"``,
                 ``"box3d"``, ``"mask"``; None for none (a checkpoint keeps its own heads).
@@ -245,7 +238,7 @@ class MedVLM(AnsweringMixin, nn.Module):
         ``config.base_model``); the processor; ``heads.safetensors``; ``medvl_config.json``.
         Everything is written to a temporary folder beside the target, then renamed, so a crash
         never leaves half a checkpoint; saving into an existing folder keeps its other files
-        (:func:`medvl.model.medvlm_config.publish`).
+        (:func:`medvl.model.publish.publish`).
 
         Returns:
             The folder.
