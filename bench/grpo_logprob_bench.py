@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from medvl.model import build_tiny_model, load_vlm  # noqa: E402
-from medvl.model.generate import build_messages, prepare_inputs  # noqa: E402
+from medvl.model.inputs import build_messages, prepare_inputs  # noqa: E402
 from medvl.train.logprobs import completion_logprobs, shared_prefix_logprobs  # noqa: E402
 
 TEXT = (

@@ -23,8 +23,8 @@ from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.eval.metrics import answer_correct
 from medvl.eval.predictions import read_predictions
 from medvl.eval.runner import EvalConfig, evaluate, run_eval, score, summarize
-from medvl.model.answer import Answer
 from medvl.model.medvlm import MedVLM
+from medvl.model.replies import Answer
 from medvl.scans import load_scan
 
 CONTRACT_KEYS = {

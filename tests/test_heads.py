@@ -12,7 +12,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from medvl.model import FAMILIES, load_vlm
-from medvl.model.generate import build_messages, prepare_inputs
 from medvl.model.heads import (
     BoxHead,
     HeadsConfig,
@@ -28,6 +27,7 @@ from medvl.model.heads import (
     save_heads,
     vision_feature_grid,
 )
+from medvl.model.inputs import build_messages, prepare_inputs
 from medvl.scans.boxes import paired_box_iou
 from medvl.scans.views import volume_to_frames
 

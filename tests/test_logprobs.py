@@ -12,7 +12,7 @@ from PIL import Image
 
 import medvl.train.logprobs as logprobs
 from medvl.model import load_vlm
-from medvl.model.generate import build_messages, prepare_inputs
+from medvl.model.inputs import build_messages, prepare_inputs
 from medvl.train.logprobs import completion_logprobs, shared_prefix_logprobs
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")

@@ -14,13 +14,12 @@ from medvl.model.grounding import parse_box, parse_box_3d, resized_image_size
 from medvl.model.prompts import (
     DIRECT_SYSTEM,
     REASONING_SYSTEM,
-    ParsedResponse,
     SeverityScale,
     build_prompt,
     build_target,
     describe_view,
-    parse_response,
 )
+from medvl.model.replies import ParsedResponse, parse_response
 from medvl.scans.views import volume_to_frames, volume_to_mip, volume_to_montage, volume_to_slice
 
 STEPS = ["The medial meniscus shows a linear signal reaching the surface.", "So it is torn."]

@@ -1,7 +1,7 @@
 """Reading the answer out of a model's answer text: option letters, yes/no, grades, free text.
 
 Every function here takes whatever the model wrote (usually the ``<answer>`` part that
-:func:`medvl.model.prompts.parse_response` returns) and never raises: anything it cannot read
+:func:`medvl.model.replies.parse_response` returns) and never raises: anything it cannot read
 with confidence, including a non-string, gives None. The rules are deliberately conservative,
 because a wrong reading scores a wrong answer as right (or the reverse) and, in GRPO, rewards it:
 

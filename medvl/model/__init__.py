@@ -24,8 +24,9 @@ _LAZY = {
     "CHAT_TEMPLATES": "medvl.model.tiny.chat_templates",
     "AskResult": "medvl.model.generate",
     "ask": "medvl.model.generate",
-    "build_messages": "medvl.model.generate",
-    "prepare_inputs": "medvl.model.generate",
+    "build_messages": "medvl.model.inputs",
+    "prepare_inputs": "medvl.model.inputs",
+    "show_scan": "medvl.model.inputs",
     "SUPPORTED_MODEL_TYPES": "medvl.model.loading",
     "ModelLoadError": "medvl.model.loading",
     "detect_family": "medvl.model.loading",
@@ -33,9 +34,9 @@ _LAZY = {
     "resolve_dtype": "medvl.model.loading",
     "resolve_model": "medvl.model.loading",
     "build_tiny_model": "medvl.model.tiny",
-    "Answer": "medvl.model.answer",
-    "AnswerContext": "medvl.model.answer",
-    "parse_answer": "medvl.model.answer",
+    "Answer": "medvl.model.replies",
+    "AnswerContext": "medvl.model.replies",
+    "parse_answer": "medvl.model.replies",
     "MedVLM": "medvl.model.medvlm",
     "MedVLMConfig": "medvl.model.medvlm_config",
     "MedVLMOutput": "medvl.model.medvlm",
@@ -43,8 +44,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from medvl.model.answer import Answer, AnswerContext, parse_answer
-    from medvl.model.generate import AskResult, ask, build_messages, prepare_inputs
+    from medvl.model.generate import AskResult, ask
+    from medvl.model.inputs import build_messages, prepare_inputs, show_scan
     from medvl.model.loading import (
         SUPPORTED_MODEL_TYPES,
         ModelLoadError,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     )
     from medvl.model.medvlm import MedVLM, MedVLMOutput
     from medvl.model.medvlm_config import MedVLMConfig
+    from medvl.model.replies import Answer, AnswerContext, parse_answer
     from medvl.model.tiny import build_tiny_model, tiny_model_dir
     from medvl.model.tiny.chat_templates import CHAT_TEMPLATES
 
@@ -82,5 +84,6 @@ __all__ = [
     "prepare_inputs",
     "resolve_dtype",
     "resolve_model",
+    "show_scan",
     "tiny_model_dir",
 ]

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medvl.model.answer import AnswerContext, Shown, picture_sizes, show_scan
-from medvl.model.generate import prepare_inputs
+from medvl.model.inputs import Shown, build_messages, picture_sizes, prepare_inputs, show_scan
 from medvl.model.prompts import build_prompt, build_target
+from medvl.model.replies import AnswerContext
 from medvl.scans.views import FrameView, ViewSettings
 from medvl.scans.views.render import render_plane
 
@@ -133,15 +133,6 @@ def _pictures(item: Mapping[str, Any], settings: PromptSettings) -> Shown:
     return Shown(content[0], view, ndim, shape, others=content[1:])
 
 
-def build_messages_for(prompt: Any, shown: Shown) -> list[dict[str, Any]]:
-    """System and user turns: the picture(s), then the prompt's user text."""
-    content = [shown.content, *shown.others]
-    return [
-        {"role": "system", "content": [{"type": "text", "text": prompt.system}]},
-        {"role": "user", "content": [*content, {"type": "text", "text": prompt.user_text}]},
-    ]
-
-
 def insert_head_tokens(target: str, tokens: Sequence[str]) -> str:
     """Put grounding tokens at the start of the answer block: ``<answer><|box|>...``.
 
@@ -213,7 +204,10 @@ def encode_example(
     fields = sample_fields(item)
     shown = _pictures(item, settings)
     prompt = build_prompt(fields, family, view=shown.view, reasoning=settings.reasoning)
-    inputs = dict(prepare_inputs(processor, build_messages_for(prompt, shown), settings.video_fps))
+    messages = build_messages(
+        prompt.user_text, system=prompt.system, pictures=[shown.content, *shown.others]
+    )
+    inputs = dict(prepare_inputs(processor, messages, settings.video_fps))
     context = AnswerContext(
         scan_ndim=shown.scan_ndim,
         view=shown.view,

@@ -3,7 +3,7 @@
 A question goes through the same encoder as an SFT example (:mod:`medvl.model.encoding`), so a
 model is asked exactly as it was trained. Several questions are batched with left padding, so
 every reply starts right after its prompt; replies end at the first end-of-turn or padding id.
-The text is read by :func:`medvl.model.answer.parse_answer`; the grounding heads, when present,
+The text is read by :func:`medvl.model.replies.parse_answer`; the grounding heads, when present,
 read the hidden states of one more forward pass over prompt and reply
 (:mod:`medvl.model.heads.readout`).
 """
@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from medvl.model.answer import Answer, as_scan, parse_answer
 from medvl.model.encoding import Encoded, PromptSettings, encode_example, merge_encodings
 from medvl.model.heads import gather_token_states
 from medvl.model.heads.readout import (
@@ -28,7 +27,9 @@ from medvl.model.heads.readout import (
     mask_in_scan,
     pictures_by_row,
 )
+from medvl.model.inputs import as_scan
 from medvl.model.loading import unwrap
+from medvl.model.replies import Answer, parse_answer
 from medvl.scans.views import FrameView
 
 
@@ -75,7 +76,7 @@ class AnsweringMixin:
             **generate_kwargs: Passed to ``generate`` (``temperature``, ``top_p``...).
 
         Returns:
-            An :class:`medvl.model.answer.Answer`. The box is the box head's when the model has
+            An :class:`medvl.model.replies.Answer`. The box is the box head's when the model has
             one for the scan's dimensionality and either the reply contains ``<|box|>`` or the
             question is a grounding one (then ``<|box|>`` is appended after the reply and read
             there: a grounding question always gets the head's box); else the reply's text box.
@@ -146,7 +147,7 @@ class AnsweringMixin:
         Arguments as for :meth:`answer`. Generation runs in a thread feeding a transformers
         ``TextIteratorStreamer``; the pieces join into ``answer(...).raw`` (special tokens kept,
         end-of-turn and padding dropped). Text only: parse the joined text with
-        :func:`~medvl.model.answer.parse_answer` (context from :meth:`encode_question`), or call
+        :func:`~medvl.model.replies.parse_answer` (context from :meth:`encode_question`), or call
         :meth:`answer` for the heads. An error in generation is raised here; closing the
         generator early stops generation at the next token.
         """
@@ -195,7 +196,7 @@ class AnsweringMixin:
         modality: str | None = None,
         anatomy: str | None = None,
     ) -> Encoded:
-        """The model inputs (batch of one) and :class:`~medvl.model.answer.AnswerContext` of a
+        """The model inputs (batch of one) and :class:`~medvl.model.replies.AnswerContext` of a
         question, exactly as :meth:`answer` builds them; arguments as for :meth:`answer`.
 
         With ``parse_answer(raw, model.family, encoded.context)`` any reply text can be read the

@@ -9,7 +9,7 @@ A reply has one shape for every family and answer type::
 
 With ``reasoning=False`` the model is asked for the answer alone, still inside the tags
 (``<answer>B</answer>``), so one parser and one format reward serve both modes; a bare reply
-(``B``) is still read by :func:`parse_response`, but marked not well formed.
+(``B``) is still read by :func:`medvl.model.replies.parse_response`, but marked not well formed.
 
 What goes inside ``<answer>`` depends on the answer type: an option letter (``choice``), ``yes`` or
 ``no`` (``closed``), a short phrase (``open``), an integer grade on a stated scale (``severity``)
@@ -27,7 +27,7 @@ patient side each picture edge shows::
     prompt = build_prompt(sample, "qwen2_5_vl", view=frame_view)
     messages = prompt.messages(video=frame_view.frames)
     target = build_target(sample, "qwen2_5_vl")   # assistant text for SFT
-    parsed = parse_response(completion)            # reasoning, answer, well_formed
+    parsed = replies.parse_response(completion)    # reasoning, answer, well_formed
 
 The fixed wording (system prompts, answer instructions, severity scales) is in
 :mod:`medvl.model.prompt_text`; its names are importable from here too.
@@ -35,7 +35,6 @@ The fixed wording (system prompts, answer instructions, severity scales) is in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,28 +75,10 @@ class Prompt:
     user_text: str
 
     def messages(self, image: Any = None, video: Any = None) -> list[dict[str, Any]]:
-        """The conversation in qwen-vl-utils form (``medvl.model.generate.build_messages``)."""
-        from medvl.model.generate import build_messages  # imports torch: only when asked
+        """The conversation in qwen-vl-utils form (``medvl.model.inputs.build_messages``)."""
+        from medvl.model.inputs import build_messages  # imports torch: only when asked
 
         return build_messages(self.user_text, image=image, video=video, system=self.system)
-
-
-@dataclass(frozen=True)
-class ParsedResponse:
-    """What :func:`parse_response` read from a reply.
-
-    Attributes:
-        reasoning: The text of the think block, stripped; None without one.
-        answer: The answer text, stripped: from ``<answer>`` tags, else the bare reply; None if
-            there is none.
-        well_formed: The reply is exactly the asked shape: an optional (reasoning=None) or
-            required (True) non-empty think block, then one non-empty answer block, nothing else
-            but whitespace, and no stray or nested tags.
-    """
-
-    reasoning: str | None
-    answer: str | None
-    well_formed: bool
 
 
 def _get(sample: Any, name: str, default: Any = None) -> Any:
@@ -313,7 +294,7 @@ def build_target(
         label: Label of a grounding box (see :func:`answer_text`).
 
     Returns:
-        The target text, which :func:`parse_response` reads back as well formed.
+        The target text, which :func:`medvl.model.replies.parse_response` reads back as well formed.
     """
     answer = f"<answer>{answer_text(sample, family, image_size, label)}</answer>"
     steps = reasoning_steps if reasoning_steps is not None else _get(sample, "reasoning")
@@ -323,67 +304,3 @@ def build_target(
     return "<think>\n" + "\n".join(steps) + "\n</think>\n" + answer
 
 
-_TAG = re.compile(r"</?(?:think|answer)>")
-_BLOCK = r"(?:(?!</?(?:think|answer)>).)*"  # text with no tag in it
-_WITH_THINK = re.compile(rf"\s*<think>({_BLOCK})</think>\s*<answer>({_BLOCK})</answer>\s*", re.S)
-_DIRECT = re.compile(rf"\s*(?:<think>\s*</think>)?\s*<answer>({_BLOCK})</answer>\s*", re.S)
-
-
-def _clean(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = _TAG.sub("", text).strip()
-    return text or None
-
-
-def parse_response(
-    text: Any, reasoning: bool | None = None, think_prefilled: bool = False
-) -> ParsedResponse:
-    """Read the reasoning and the answer from a reply; never raises.
-
-    Args:
-        text: The decoded completion (anything but a string reads as nothing).
-        reasoning: The shape asked for, for ``well_formed``: True (think then answer), False
-            (answer alone; an empty think block, as Qwen3 writes in non-thinking mode, is
-            allowed), None (either).
-        think_prefilled: The prompt already ended with ``<think>`` (Qwen3-VL Thinking chat
-            templates do), so the completion starts inside the think block.
-
-    Returns:
-        A :class:`ParsedResponse`. Lenient reading: an unclosed ``<think>`` runs to ``<answer>``
-        or the end; the answer is the first ``<answer>`` block after the think block, an
-        unclosed ``<answer>`` runs to the end (a cut-off reply), and with no answer tag at all
-        the text after the think block is the answer. Stray tags are removed from both.
-    """
-    if not isinstance(text, str):
-        return ParsedResponse(None, None, False)
-    if think_prefilled and not text.lstrip().startswith("<think>"):
-        text = "<think>" + text
-
-    thought, rest = None, text
-    close = text.find("</think>")
-    if close >= 0:
-        start = text.find("<think>")
-        thought = text[start + 7 if 0 <= start < close else 0 : close]
-        rest = text[close + 8 :]
-    elif (start := text.find("<think>")) >= 0:
-        end = text.find("<answer>", start)
-        thought = text[start + 7 : end if end >= 0 else len(text)]
-        rest = text[end:] if end >= 0 else ""
-
-    block = re.search(r"<answer>(.*?)</answer>", rest, re.S)
-    if block:
-        answer = block.group(1)
-    elif (start := rest.find("<answer>")) >= 0:
-        answer = rest[start + 8 :]
-    else:
-        answer = rest
-
-    full, direct = _WITH_THINK.fullmatch(text), _DIRECT.fullmatch(text)
-    with_think = bool(full and full.group(1).strip() and full.group(2).strip())
-    answer_only = bool(direct and direct.group(1).strip())
-    if reasoning is None:
-        well_formed = with_think or answer_only
-    else:
-        well_formed = with_think if reasoning else answer_only
-    return ParsedResponse(_clean(thought), _clean(answer), well_formed)

@@ -28,7 +28,8 @@ from typing import Any
 from medvl.eval.extract import extract_grade
 from medvl.eval.metrics import answer_correct, box_iou, severity_abs_error
 from medvl.model.grounding import COORDINATES, parse_box, parse_box_3d
-from medvl.model.prompts import parse_response, severity_scale_for
+from medvl.model.prompts import severity_scale_for
+from medvl.model.replies import parse_response
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -91,7 +92,7 @@ def _column(values: Any, n: int, name: str) -> list[Any]:
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
     """1.0 for a reply in the asked shape ``<think>…</think><answer>…</answer>``, else 0.0.
 
-    Well formed means :func:`medvl.model.prompts.parse_response` with ``reasoning=True``: a
+    Well formed means :func:`medvl.model.replies.parse_response` with ``reasoning=True``: a
     non-empty think block, then one non-empty answer block, nothing else but whitespace, no
     stray or nested tags.
 

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from medvl.model.answer import AnswerContext
 from medvl.model.heads import (
     HeadsConfig,
     box_loss,
@@ -33,6 +32,7 @@ from medvl.model.heads import (
     pairs_to_frames,
 )
 from medvl.model.loading import unwrap
+from medvl.model.replies import AnswerContext
 
 Captured = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -1,15 +1,12 @@
-"""What a scan looks like to the model, and reading a reply back into medvl's coordinates.
+"""Reading a model's reply: the ``<think>``/``<answer>`` shape, then the answer and its box in
+medvl's scan coordinates. The one home of reply parsing.
 
-:class:`medvl.model.MedVLM` answers a question in three steps, each a function here or in
-:mod:`medvl.model.encoding` so that tests (and the evaluator) can run any one of them alone::
-
-    shown = show_scan(scan, ViewSettings("frames", 16))  # picture + view + coordinate facts
-    ... prompt, processor, generate ...
-    answer = parse_answer(raw, family, context)            # reasoning, answer, box (scan coords)
-
-The context (:class:`AnswerContext`) carries what a box needs to travel from the reply's text to
-the scan: the picture's size as the processor resized it (Qwen2.5-VL boxes are pixels of that),
-and the view whose coordinate map leads from a frame, tile or slice back to the volume.
+* :func:`parse_response`: reasoning, answer and whether the reply has the asked shape; plain
+  text in, no model needed (the evaluator and the rewards read stored replies with it).
+* :func:`parse_answer`: the same, plus the box a reply writes, carried back to the scan through
+  the :class:`AnswerContext` (the picture's size as the processor resized it, for Qwen2.5-VL's
+  pixel boxes, and the view whose coordinate map leads from a frame, tile or slice back to the
+  volume).
 
 Boxes and masks in an :class:`Answer` are always in medvl's scan convention (see
 ``medvl.scans.views``): ``[x1, y1, x2, y2]`` normalised on a 2D scan, ``[x1, y1, z1, x2, y2, z2]``
@@ -19,30 +16,110 @@ normalised on a volume's RAS array axes, and masks shaped like the scan's spatia
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from medvl.model.grounding import parse_box, parse_box_3d, parse_boxes
-from medvl.model.prompts import parse_response
-from medvl.scans.views import (
-    FrameView,
-    MIPView,
-    MontageView,
-    SliceView,
-    ViewSettings,
-    scan_to_image,
-    show_volume,
-)
+from medvl.scans.views import FrameView, MIPView, MontageView, SliceView
 
+__all__ = [
+    "Answer",
+    "AnswerContext",
+    "ParsedResponse",
+    "parse_answer",
+    "parse_response",
+    "strip_tokens",
+    "text_box",
+]
+
+_TAG = re.compile(r"</?(?:think|answer)>")
+_BLOCK = r"(?:(?!</?(?:think|answer)>).)*"  # text with no tag in it
+_WITH_THINK = re.compile(rf"\s*<think>({_BLOCK})</think>\s*<answer>({_BLOCK})</answer>\s*", re.S)
+_DIRECT = re.compile(rf"\s*(?:<think>\s*</think>)?\s*<answer>({_BLOCK})</answer>\s*", re.S)
 # "frame 3", "Frame #3", '"frame": 3' — the marker that ties a 2D box to one video frame.
 _FRAME_RE = re.compile(r"""\bframe["']?\s*(?:#|no\.?|number)?\s*[:=]?\s*(\d+)""", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedResponse:
+    """What :func:`parse_response` read from a reply.
+
+    Attributes:
+        reasoning: The text of the think block, stripped; None without one.
+        answer: The answer text, stripped: from ``<answer>`` tags, else the bare reply; None if
+            there is none.
+        well_formed: The reply is exactly the asked shape: an optional (reasoning=None) or
+            required (True) non-empty think block, then one non-empty answer block, nothing else
+            but whitespace, and no stray or nested tags.
+    """
+
+    reasoning: str | None
+    answer: str | None
+    well_formed: bool
+
+
+def _clean(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = _TAG.sub("", text).strip()
+    return text or None
+
+
+def parse_response(
+    text: Any, reasoning: bool | None = None, think_prefilled: bool = False
+) -> ParsedResponse:
+    """Read the reasoning and the answer from a reply; never raises.
+
+    Args:
+        text: The decoded completion (anything but a string reads as nothing).
+        reasoning: The shape asked for, for ``well_formed``: True (think then answer), False
+            (answer alone; an empty think block, as Qwen3 writes in non-thinking mode, is
+            allowed), None (either).
+        think_prefilled: The prompt already ended with ``<think>`` (Qwen3-VL Thinking chat
+            templates do), so the completion starts inside the think block.
+
+    Returns:
+        A :class:`ParsedResponse`. Lenient reading: an unclosed ``<think>`` runs to ``<answer>``
+        or the end; the answer is the first ``<answer>`` block after the think block, an
+        unclosed ``<answer>`` runs to the end (a cut-off reply), and with no answer tag at all
+        the text after the think block is the answer. Stray tags are removed from both.
+    """
+    if not isinstance(text, str):
+        return ParsedResponse(None, None, False)
+    if think_prefilled and not text.lstrip().startswith("<think>"):
+        text = "<think>" + text
+
+    thought, rest = None, text
+    close = text.find("</think>")
+    if close >= 0:
+        start = text.find("<think>")
+        thought = text[start + 7 if 0 <= start < close else 0 : close]
+        rest = text[close + 8 :]
+    elif (start := text.find("<think>")) >= 0:
+        end = text.find("<answer>", start)
+        thought = text[start + 7 : end if end >= 0 else len(text)]
+        rest = text[end:] if end >= 0 else ""
+
+    block = re.search(r"<answer>(.*?)</answer>", rest, re.S)
+    if block:
+        answer = block.group(1)
+    elif (start := rest.find("<answer>")) >= 0:
+        answer = rest[start + 8 :]
+    else:
+        answer = rest
+
+    full, direct = _WITH_THINK.fullmatch(text), _DIRECT.fullmatch(text)
+    with_think = bool(full and full.group(1).strip() and full.group(2).strip())
+    answer_only = bool(direct and direct.group(1).strip())
+    if reasoning is None:
+        well_formed = with_think or answer_only
+    else:
+        well_formed = with_think if reasoning else answer_only
+    return ParsedResponse(_clean(thought), _clean(answer), well_formed)
 
 
 @dataclass
@@ -71,39 +148,6 @@ class Answer:
 
 
 @dataclass
-class Shown:
-    """A scan made ready for the model: its picture, the view and the facts to map back.
-
-    Attributes:
-        content: The message content entry: ``{"type": "image", "image": PIL}`` or
-            ``{"type": "video", "video": [PIL frames]}``.
-        view: The ``FrameView`` / ``MontageView`` / ``SliceView`` / ``MIPView`` of a volume;
-            None for a 2D scan or image.
-        scan_ndim: 2 or 3: the dimensionality of the scan's boxes.
-        scan_shape: Spatial shape of the scan: ``(W, H)`` or ``(X, Y, Z)``.
-        others: Further pictures of the same study (message entries), shown after ``content``;
-            boxes and masks refer to ``content``.
-    """
-
-    content: dict[str, Any]
-    view: Any
-    scan_ndim: int
-    scan_shape: tuple[int, ...]
-    others: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def picture_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the image, or of each video frame, before the processor."""
-        picture = self.content.get("image") or self.content["video"][0]
-        return picture.size
-
-    @property
-    def n_frames(self) -> int:
-        """Frames of the video (1 for an image)."""
-        return len(self.content["video"]) if "video" in self.content else 1
-
-
-@dataclass
 class AnswerContext:
     """What :func:`parse_answer` needs to put a reply's box into scan coordinates.
 
@@ -123,85 +167,6 @@ class AnswerContext:
     answer_type: str | None = None
     scan_shape: tuple[int, ...] | None = None
     n_frames: int = 1
-
-
-def as_scan(scan_or_image: Any) -> torch.Tensor | Image.Image:
-    """A path, a tensor / array scan or a PIL image -> a channel-first tensor or the image.
-
-    Args:
-        scan_or_image: A file or DICOM folder (read with ``medvl.scans.load_scan``), a MONAI
-            ``MetaTensor`` / tensor / array shaped ``(C, W, H)`` (2D) or ``(C, X, Y, Z)`` (3D) —
-            a channel-less ``(W, H)`` gets one — or a PIL image.
-
-    Returns:
-        The tensor (MetaTensors keep their spacing) or the PIL image.
-
-    Raises:
-        ValueError: For a tensor of another rank.
-        TypeError: For anything else.
-    """
-    if isinstance(scan_or_image, Image.Image):
-        return scan_or_image
-    if isinstance(scan_or_image, (str, os.PathLike)):
-        from medvl.scans import load_scan
-
-        return load_scan(scan_or_image)
-    if isinstance(scan_or_image, np.ndarray):
-        scan_or_image = torch.from_numpy(np.ascontiguousarray(scan_or_image))
-    if not isinstance(scan_or_image, torch.Tensor):
-        raise TypeError(
-            "expected a path, a scan tensor (C, W, H) / (C, X, Y, Z) or a PIL image, got "
-            f"{type(scan_or_image).__name__}"
-        )
-    if scan_or_image.ndim == 2:
-        scan_or_image = scan_or_image[None]
-    if scan_or_image.ndim not in (3, 4):
-        raise ValueError(
-            f"a scan is (C, W, H) or (C, X, Y, Z); got shape {tuple(scan_or_image.shape)}"
-        )
-    return scan_or_image
-
-
-def show_scan(scan_or_image: Any, settings: ViewSettings | None = None) -> Shown:
-    """Turn a scan into the picture the model sees, with the view that maps it back.
-
-    Args:
-        scan_or_image: Anything :func:`as_scan` takes.
-        settings: How a volume is shown (default ``ViewSettings()``: 16 axial frames); a 2D
-            scan or image is always one picture.
-
-    Returns:
-        A :class:`Shown`.
-    """
-    settings = settings or ViewSettings()
-    scan = as_scan(scan_or_image)
-    if isinstance(scan, Image.Image):
-        image = scan.convert("RGB")
-        return Shown({"type": "image", "image": image}, None, 2, image.size)
-    shape = tuple(int(s) for s in scan.shape[1:])
-    if scan.ndim == 3:
-        # scan_to_image shows the array as stored, so a box on it is already a scan box.
-        return Shown({"type": "image", "image": scan_to_image(scan)}, None, 2, shape)
-    view = show_volume(scan, settings)
-    if isinstance(view, FrameView):
-        return Shown({"type": "video", "video": view.frames}, view, 3, shape)
-    return Shown({"type": "image", "image": view.image}, view, 3, shape)
-
-
-def picture_sizes(inputs: Mapping[str, Any], processor: Any) -> list[tuple[int, int]]:
-    """``(width, height)`` after the processor's resize of every picture, images then videos.
-
-    Read from the processor's own output (``*_grid_thw`` counts patches), so it is exactly the
-    size the model saw, whatever the processor's pixel limits.
-    """
-    sizes = []
-    for key, sub in (("image_grid_thw", "image_processor"), ("video_grid_thw", "video_processor")):
-        grid = inputs.get(key)
-        if grid is None:
-            continue
-        patch = getattr(processor, sub, processor.image_processor).patch_size
-        sizes += [(int(w) * patch, int(h) * patch) for _, h, w in grid.tolist()]
-    return sizes
 
 
 def strip_tokens(text: str, tokens: Sequence[str]) -> str:
