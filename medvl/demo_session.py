@@ -146,8 +146,9 @@ class DemoSession:
             normalised scan coordinates or None, and the slice image with the box drawn.
         """
         self._require()
-        result = self.model.answer(self.scan, question, **self._question_kwargs(
-            answer_type, options_text), **answer_kwargs)  # fmt: skip
+        result = self.model.answer(
+            self._question(question, answer_type, options_text), **answer_kwargs
+        )
         box = [float(v) for v in result.box] if result.box is not None else None
         if index is None and box is not None and self.is_3d and len(box) == 6:
             index = self.box_slice(box, axis)
@@ -164,15 +165,16 @@ class DemoSession:
         """Yield the reply so far (growing text) as ``MedVLM.stream_answer`` generates it."""
         self._require()
         text = ""
-        for piece in self.model.stream_answer(self.scan, question, **self._question_kwargs(
-                answer_type, options_text), **answer_kwargs):  # fmt: skip
+        asked = self._question(question, answer_type, options_text)
+        for piece in self.model.stream_answer(asked, **answer_kwargs):
             text += piece
             yield text
 
-    @staticmethod
-    def _question_kwargs(answer_type: str | None, options_text: str | None) -> dict[str, Any]:
+    def _question(self, text: str, answer_type: str | None, options_text: str | None) -> Any:
+        from medvl.model.inputs import Question
+
         kind = None if not answer_type or answer_type == "auto" else answer_type
-        return {"answer_type": kind, "options": parse_options(options_text)}
+        return Question(self.scan, text, parse_options(options_text), kind)
 
     def _require(self) -> None:
         if self.scan is None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medvl.data import Sample
-from medvl.model import FAMILIES, MedVLM
+from medvl.model import FAMILIES, MedVLM, Question
 from medvl.scans import load_scan
 from medvl.scans.phantoms import make_chest_case, make_knee_case, write_case
 
@@ -69,9 +69,9 @@ def test_answer_returns_reasoning_answer_and_box_after_sft(family, questions, ti
 
     for item, dims in zip(questions, (4, 6), strict=True):
         sample = item["sample"]
-        ans = vlm.answer(item["scan"], sample.question, answer_type="grounding",
-                         modality=sample.modality, anatomy=sample.anatomy,
-                         max_new_tokens=96)  # fmt: skip
+        asked = Question(item["scan"], sample.question, answer_type="grounding",
+                         modality=sample.modality, anatomy=sample.anatomy)  # fmt: skip
+        ans = vlm.answer(asked, max_new_tokens=96)
         assert ans.well_formed, ans.raw
         assert ans.reasoning and "found" in ans.reasoning
         assert ans.answer

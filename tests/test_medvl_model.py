@@ -17,7 +17,7 @@ from PIL import Image
 
 from medvl.data.dataset import DatasetConfig, MedVLDataset
 from medvl.data.phantom_samples import generate_phantom_dataset
-from medvl.model import FAMILIES, Answer, MedVLM, parse_answer
+from medvl.model import FAMILIES, Answer, MedVLM, Question, parse_answer
 from medvl.model.encoding import encode_example
 from medvl.model.grounding import format_box, resized_image_size
 from medvl.model.prompts import build_target
@@ -104,7 +104,7 @@ def _close(a, b, tol: float) -> bool:
 def test_answer_on_2d_and_3d_phantoms_is_typed_right(plain, cases):
     for anatomy, n in (("chest", 4), ("knee", 6)):
         scan = cases[anatomy]["scan"]
-        ans = plain.answer(scan, "Where is the lesion?", answer_type="grounding",
+        ans = plain.answer(Question(scan, "Where is the lesion?", answer_type="grounding"),
                            max_new_tokens=MAX_NEW, n_frames=N_FRAMES)  # fmt: skip
         assert isinstance(ans, Answer) and isinstance(ans.raw, str) and ans.raw
         assert ans.reasoning is None or isinstance(ans.reasoning, str)
@@ -112,12 +112,14 @@ def test_answer_on_2d_and_3d_phantoms_is_typed_right(plain, cases):
         assert ans.box is None or _valid_box(ans.box, n)
         assert ans.mask is None and ans.box_source in (None, "text")
         # A path is read with load_scan: the same scan, the same greedy reply.
-        by_path = plain.answer(cases[anatomy]["path"], "Where is the lesion?",
-                               answer_type="grounding", max_new_tokens=MAX_NEW,
-                               n_frames=N_FRAMES)  # fmt: skip
+        by_path = plain.answer(
+            Question(cases[anatomy]["path"], "Where is the lesion?", answer_type="grounding"),
+            max_new_tokens=MAX_NEW, n_frames=N_FRAMES,
+        )  # fmt: skip
         assert by_path.raw == ans.raw
     image = Image.fromarray(cases["fundus"]["case"].image.transpose(2, 1, 0))  # (W, H, C) -> PIL
-    ans = plain.answer(image, "Grade?", options={"A": "0", "B": "1"}, max_new_tokens=MAX_NEW)
+    ans = plain.answer(Question(image, "Grade?", options={"A": "0", "B": "1"}),
+                       max_new_tokens=MAX_NEW)  # fmt: skip
     assert isinstance(ans.raw, str)
 
 
@@ -126,7 +128,7 @@ def test_reply_text_is_read_into_scan_coordinates(plain, cases):
     # 2D: the family's native box on the *resized* image comes back as the scan's box.
     heart = cases["chest"]["case"].structures["heart"]
     enc = plain.encode_question(
-        cases["chest"]["scan"], "Where is the heart?", answer_type="grounding"
+        Question(cases["chest"]["scan"], "Where is the heart?", answer_type="grounding")
     )
     resized = resized_image_size(processor, 256, 256)
     assert enc.context.image_size == resized != (256, 256) or family == "qwen3_vl"
@@ -142,7 +144,7 @@ def test_reply_text_is_read_into_scan_coordinates(plain, cases):
     # 3D, bbox_3d: volume coordinates whatever the family.
     femur = cases["knee"]["case"].structures["femur"]
     knee = cases["knee"]["scan"]
-    enc = plain.encode_question(knee, "Where is the femur?", answer_type="grounding",
+    enc = plain.encode_question(Question(knee, "Where is the femur?", answer_type="grounding"),
                                 n_frames=N_FRAMES)  # fmt: skip
     reply = build_target({**sample, "box": femur, "reasoning": None}, family)
     assert '"bbox_3d"' in reply
@@ -164,7 +166,7 @@ def test_reply_text_is_read_into_scan_coordinates(plain, cases):
 def test_heads_give_the_box_and_mask_of_a_grounding_question(grounded, cases):
     for anatomy, n in (("chest", 4), ("knee", 6)):
         scan = cases[anatomy]["scan"]
-        ans = grounded.answer(scan, "Where is the lesion?", answer_type="grounding",
+        ans = grounded.answer(Question(scan, "Where is the lesion?", answer_type="grounding"),
                               max_new_tokens=MAX_NEW, n_frames=N_FRAMES)  # fmt: skip
         assert ans.box_source == "head" and _valid_box(ans.box, n)
         assert ans.mask is not None and ans.mask.dtype == torch.bool
@@ -333,31 +335,30 @@ def test_lora_adapter_round_trips(tiny_model_path, items, tmp_path):
 # -- batching and streaming -----------------------------------------------------------------
 
 
-def _questions(cases) -> list[dict]:
+def _questions(cases) -> list[Question]:
     return [
-        {"scan": cases["chest"]["scan"], "question": "Is the heart enlarged?",
-         "answer_type": "closed"},
-        {"scan": cases["knee"]["scan"], "question": "Where is the effusion?",
-         "answer_type": "grounding"},
-        {"scan": cases["fundus"]["scan"], "question": "Which grade?",
-         "options": {"A": "0", "B": "1", "C": "2"}},
-    ]  # fmt: skip
+        Question(cases["chest"]["scan"], "Is the heart enlarged?", answer_type="closed"),
+        Question(cases["knee"]["scan"], "Where is the effusion?", answer_type="grounding"),
+        Question(cases["fundus"]["scan"], "Which grade?", {"A": "0", "B": "1", "C": "2"}),
+    ]
 
 
 def test_answer_batch_equals_single_answers(plain, cases):
     questions = _questions(cases)
     batched = plain.answer_batch(questions, max_new_tokens=MAX_NEW, n_frames=N_FRAMES)
     for q, got in zip(questions, batched, strict=True):
-        single = plain.answer(q["scan"], q["question"], q.get("options"), q.get("answer_type"),
-                              max_new_tokens=MAX_NEW, n_frames=N_FRAMES)  # fmt: skip
+        single = plain.answer(q, max_new_tokens=MAX_NEW, n_frames=N_FRAMES)
         assert got == single
     assert len({a.raw for a in batched}) == 3  # the replies differ: the test is not vacuous
 
 
 def test_stream_answer_joins_into_the_raw_answer(plain, cases):
     q = _questions(cases)[1]
-    pieces = list(plain.stream_answer(q["scan"], q["question"], answer_type="grounding",
-                                      max_new_tokens=MAX_NEW, n_frames=N_FRAMES))  # fmt: skip
-    raw = plain.answer(q["scan"], q["question"], answer_type="grounding",
-                       max_new_tokens=MAX_NEW, n_frames=N_FRAMES).raw  # fmt: skip
+    pieces = list(plain.stream_answer(q, max_new_tokens=MAX_NEW, n_frames=N_FRAMES))
+    raw = plain.answer(q, max_new_tokens=MAX_NEW, n_frames=N_FRAMES).raw
     assert len(pieces) >= 1 and "".join(pieces) == raw
+
+
+def test_a_question_must_be_a_question(plain, cases):
+    with pytest.raises(TypeError, match=r"expected a medvl.model.Question\(scan, text, ...\)"):
+        plain.answer(cases["chest"]["scan"], "Is the heart enlarged?")

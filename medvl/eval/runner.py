@@ -235,14 +235,14 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
     return out
 
 
-def _item(sample: Any, root: Path) -> dict[str, Any]:
+def _question(sample: Any, root: Path) -> Any:
+    from medvl.model.inputs import Question
+
     paths = sample.image_paths(root)
     if len(paths) > 1:
         logger.debug("%s: %d images; the first is shown", sample.id, len(paths))
-    return {
-        "scan": paths[0], "question": sample.question, "options": sample.options,
-        "answer_type": sample.answer_type, "modality": sample.modality, "anatomy": sample.anatomy,
-    }  # fmt: skip
+    return Question(paths[0], sample.question, sample.options, sample.answer_type,
+                    sample.modality, sample.anatomy)  # fmt: skip
 
 
 def _count_tokens(model: Any, text: str) -> int:
@@ -309,7 +309,7 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
         for batch in _batches(todo, config.batch_size):
             start = time.perf_counter()
             answers = model.answer_batch(
-                [_item(s, root) for s in batch], max_new_tokens=config.max_new_tokens,
+                [_question(s, root) for s in batch], max_new_tokens=config.max_new_tokens,
                 reasoning=config.reasoning, view=config.view, n_frames=config.n_frames,
                 do_sample=config.do_sample,
             )  # fmt: skip

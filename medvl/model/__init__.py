@@ -27,6 +27,7 @@ _LAZY = {
     "build_messages": "medvl.model.inputs",
     "prepare_inputs": "medvl.model.inputs",
     "show_scan": "medvl.model.inputs",
+    "Question": "medvl.model.inputs",
     "SUPPORTED_MODEL_TYPES": "medvl.model.loading",
     "ModelLoadError": "medvl.model.loading",
     "detect_family": "medvl.model.loading",
@@ -45,7 +46,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from medvl.model.generate import AskResult, ask
-    from medvl.model.inputs import build_messages, prepare_inputs, show_scan
+    from medvl.model.inputs import Question, build_messages, prepare_inputs, show_scan
     from medvl.model.loading import (
         SUPPORTED_MODEL_TYPES,
         ModelLoadError,
@@ -70,6 +71,7 @@ __all__ = [
     "MedVLM",
     "MedVLMConfig",
     "MedVLMOutput",
+    "Question",
     "FAMILIES",
     "SIZES",
     "SUPPORTED_MODEL_TYPES",

@@ -27,7 +27,7 @@ from medvl.model.heads.readout import (
     mask_in_scan,
     pictures_by_row,
 )
-from medvl.model.inputs import as_scan
+from medvl.model.inputs import Question, as_scan
 from medvl.model.loading import unwrap
 from medvl.model.replies import Answer, parse_answer
 from medvl.scans.views import FrameView
@@ -40,28 +40,20 @@ class AnsweringMixin:
 
     def answer(
         self,
-        scan_or_image: Any,
-        question: str,
-        options: Mapping[str, str] | None = None,
-        answer_type: str | None = None,
+        question: Question,
         max_new_tokens: int = 256,
         reasoning: bool | None = None,
         view: str | None = None,
         n_frames: int | None = None,
         do_sample: bool = False,
-        modality: str | None = None,
-        anatomy: str | None = None,
         **generate_kwargs: Any,
     ) -> Answer:
-        """Ask one question about a scan or image and read the reply.
+        """Ask one question about a scan or image and read the reply::
+
+            vlm.answer(Question("knee.nii.gz", "Is there a meniscal tear?", answer_type="closed"))
 
         Args:
-            scan_or_image: A path (read with ``medvl.scans.load_scan``), a scan tensor /
-                MetaTensor ``(C, W, H)`` or ``(C, X, Y, Z)``, or a PIL image.
-            question: The question.
-            options: ``{"A": "...", ...}`` for a choice question.
-            answer_type: ``choice``, ``closed``, ``open``, ``grounding`` or ``severity``;
-                default ``choice`` with options, else ``open``.
+            question: The scan and what is asked about it (`medvl.model.inputs.Question`).
             max_new_tokens: Most tokens to generate.
             reasoning: Ask for reasoning first; default the config's (True unless trained
                 otherwise).
@@ -69,10 +61,6 @@ class AnsweringMixin:
                 config's (``frames``).
             n_frames: Frames / tiles of a volume; default the config's (16).
             do_sample: Sample instead of greedy decoding.
-            modality: Named in the prompt (e.g. ``MRI``); default the scan's own when the file
-                says (DICOM), since NIfTI and PNG files carry none. Ask as the model was trained:
-                SFT prompts name the Sample's modality and anatomy.
-            anatomy: Named in the prompt (e.g. ``knee``).
             **generate_kwargs: Passed to ``generate`` (``temperature``, ``top_p``...).
 
         Returns:
@@ -83,16 +71,14 @@ class AnsweringMixin:
             With a mask head, ``mask`` follows the same rule with ``<|seg|>`` (2D scans and
             frame views). Both are in medvl's normalised scan coordinates.
         """
-        item = {"scan": scan_or_image, "question": question, "options": options,
-                "answer_type": answer_type, "modality": modality, "anatomy": anatomy}  # fmt: skip
         return self.answer_batch(
-            [item], max_new_tokens, reasoning, view, n_frames, do_sample, **generate_kwargs
+            [question], max_new_tokens, reasoning, view, n_frames, do_sample, **generate_kwargs
         )[0]
 
     @torch.inference_mode()
     def answer_batch(
         self,
-        items: Sequence[Mapping[str, Any]],
+        questions: Sequence[Question],
         max_new_tokens: int = 256,
         reasoning: bool | None = None,
         view: str | None = None,
@@ -103,16 +89,15 @@ class AnsweringMixin:
         """Answer several questions in one batched generation (left padding).
 
         Args:
-            items: Dicts with ``scan`` (anything :meth:`answer` takes), ``question`` and
-                optionally ``options``, ``answer_type``, ``modality``, ``anatomy``.
+            questions: The questions, each with its scan.
             max_new_tokens, reasoning, view, n_frames, do_sample, **generate_kwargs: As for
                 :meth:`answer`.
 
         Returns:
-            One :class:`Answer` per item, in order.
+            One :class:`Answer` per question, in order.
         """
         settings = self._settings(reasoning, view, n_frames)
-        encoded = [self._encode_question(item, settings) for item in items]
+        encoded = [self._encode_question(q, settings) for q in questions]
         inputs = self._batch([e.inputs for e in encoded], "left")
         output = self.model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
@@ -129,17 +114,12 @@ class AnsweringMixin:
 
     def stream_answer(
         self,
-        scan_or_image: Any,
-        question: str,
-        options: Mapping[str, str] | None = None,
-        answer_type: str | None = None,
+        question: Question,
         max_new_tokens: int = 256,
         reasoning: bool | None = None,
         view: str | None = None,
         n_frames: int | None = None,
         do_sample: bool = False,
-        modality: str | None = None,
-        anatomy: str | None = None,
         **generate_kwargs: Any,
     ) -> Iterator[str]:
         """Yield the reply's text piece by piece as it is generated (for the demo).
@@ -152,9 +132,7 @@ class AnsweringMixin:
         generator early stops generation at the next token.
         """
         settings = self._settings(reasoning, view, n_frames)
-        item = {"scan": scan_or_image, "question": question, "options": options,
-                "answer_type": answer_type, "modality": modality, "anatomy": anatomy}  # fmt: skip
-        inputs = self._batch([self._encode_question(item, settings).inputs], "left")
+        inputs = self._batch([self._encode_question(question, settings).inputs], "left")
         streamer = _Streamer(self.tokenizer, self._stop_ids, skip_prompt=True,
                              skip_special_tokens=False)  # fmt: skip
         failure: list[BaseException] = []
@@ -186,15 +164,10 @@ class AnsweringMixin:
 
     def encode_question(
         self,
-        scan_or_image: Any,
-        question: str,
-        options: Mapping[str, str] | None = None,
-        answer_type: str | None = None,
+        question: Question,
         reasoning: bool | None = None,
         view: str | None = None,
         n_frames: int | None = None,
-        modality: str | None = None,
-        anatomy: str | None = None,
     ) -> Encoded:
         """The model inputs (batch of one) and :class:`~medvl.model.replies.AnswerContext` of a
         question, exactly as :meth:`answer` builds them; arguments as for :meth:`answer`.
@@ -202,9 +175,7 @@ class AnsweringMixin:
         With ``parse_answer(raw, model.family, encoded.context)`` any reply text can be read the
         way :meth:`answer` reads the model's own (evaluation of stored outputs, tests).
         """
-        item = {"scan": scan_or_image, "question": question, "options": options,
-                "answer_type": answer_type, "modality": modality, "anatomy": anatomy}  # fmt: skip
-        return self._encode_question(item, self._settings(reasoning, view, n_frames))
+        return self._encode_question(question, self._settings(reasoning, view, n_frames))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -217,17 +188,21 @@ class AnsweringMixin:
             n_frames=n or prompt.n_frames,
         )
 
-    def _encode_question(self, item: Mapping[str, Any], settings: PromptSettings) -> Encoded:
-        scan = as_scan(item["scan"])
+    def _encode_question(self, question: Question, settings: PromptSettings) -> Encoded:
+        if not isinstance(question, Question):
+            raise TypeError(
+                f"expected a medvl.model.Question(scan, text, ...), got {type(question).__name__}"
+            )
+        scan = as_scan(question.scan)
         meta = getattr(scan, "meta", None) or {}
         # "OT" is load_scan's "unknown": naming it would only confuse the prompt.
         known = meta.get("modality") if meta.get("modality") not in (None, "", "OT") else ""
-        question = {
-            "scan": scan, "question": item["question"], "options": item.get("options"),
-            "answer_type": item.get("answer_type"),
-            "modality": item.get("modality") or known, "anatomy": item.get("anatomy") or "",
+        example = {
+            "scan": scan, "question": question.text, "options": question.options,
+            "answer_type": question.answer_type,
+            "modality": question.modality or known, "anatomy": question.anatomy or "",
         }  # fmt: skip
-        return encode_example(self.processor, self.family, question, settings)
+        return encode_example(self.processor, self.family, example, settings)
 
     def _batch(self, encodings: Sequence[Mapping[str, torch.Tensor]], side: str) -> dict:
         batch = merge_encodings(encodings, self.tokenizer.pad_token_id, side)

@@ -22,7 +22,40 @@ from transformers import ProcessorMixin, Qwen3VLProcessor
 
 from medvl.scans.views import FrameView, ViewSettings, scan_to_image, show_volume
 
-__all__ = ["Shown", "as_scan", "build_messages", "picture_sizes", "prepare_inputs", "show_scan"]
+__all__ = [
+    "Question",
+    "Shown",
+    "as_scan",
+    "build_messages",
+    "picture_sizes",
+    "prepare_inputs",
+    "show_scan",
+]
+
+
+@dataclass
+class Question:
+    """One question about one scan, as `MedVLM.answer` takes it.
+
+    Attributes:
+        scan: A path (read with ``medvl.scans.load_scan``), a scan tensor / MetaTensor
+            ``(C, W, H)`` or ``(C, X, Y, Z)``, or a PIL image (see :func:`as_scan`).
+        text: The question.
+        options: ``{"A": "...", ...}`` for a choice question.
+        answer_type: ``choice``, ``closed``, ``open``, ``grounding`` or ``severity``; default
+            ``choice`` with options, else ``open``.
+        modality: Named in the prompt (e.g. ``MRI``); default the scan's own when the file says
+            (DICOM), since NIfTI and PNG files carry none. Ask as the model was trained: SFT
+            prompts name the Sample's modality and anatomy.
+        anatomy: Named in the prompt (e.g. ``knee``).
+    """
+
+    scan: Any
+    text: str
+    options: Mapping[str, str] | None = None
+    answer_type: str | None = None
+    modality: str | None = None
+    anatomy: str | None = None
 
 
 @dataclass

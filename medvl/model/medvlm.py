@@ -3,7 +3,7 @@
 One object for every use of a model in medvl::
 
     model = MedVLM.from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct", lora={"r": 16}, heads=["box"])
-    answer = model.answer("knee.nii.gz", "Where is the meniscal tear?", answer_type="grounding")
+    answer = model.answer(Question("knee.nii.gz", "Where is the tear?", answer_type="grounding"))
     answer.reasoning, answer.answer, answer.box      # box in medvl's normalised scan coordinates
 
     batch = model.collate(dataset_items)             # SFT: prompt, target, labels, head targets

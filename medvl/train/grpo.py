@@ -147,11 +147,13 @@ class GRPOTrainer(Trainer):
 
     def encode(self, item: Mapping[str, Any]) -> Any:
         """`MedVLM.encode_question` for a dataset item (its ``scan`` and ``sample``)."""
+        from medvl.model.inputs import Question
+
         s = _sample_columns(item)
-        return self.vlm.encode_question(
+        return self.vlm.encode_question(Question(
             item["scan"], s["question"], s.get("options"), s.get("answer_type"),
-            modality=s.get("modality") or None, anatomy=s.get("anatomy") or None,
-        )  # fmt: skip
+            s.get("modality") or None, s.get("anatomy") or None,
+        ))  # fmt: skip
 
     @torch.no_grad()
     def rollout(self, item: Mapping[str, Any]) -> Rollout:
