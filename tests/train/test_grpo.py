@@ -15,7 +15,7 @@ from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.train.checkpoint import STATE_FILE, list_checkpoints
 from medvl.train.grpo import GRPOConfig, GRPOTrainer, grpo_loss, run_grpo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
 
