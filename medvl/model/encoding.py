@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from medvl.model.inputs import Shown, build_messages, picture_sizes, prepare_inputs, show_scan
-from medvl.model.prompts import build_prompt, build_target
+from medvl.model.prompts import PromptSettings, build_prompt, build_target
 from medvl.model.replies import AnswerContext
-from medvl.scans.views import FrameView, ViewSettings
+from medvl.scans.views import FrameView
 from medvl.scans.views.render import render_plane
 
 IGNORE_INDEX = -100
@@ -35,21 +35,6 @@ END_OF_TURN = "<|im_end|>"  # every Qwen-VL chat template closes a turn with it
 
 # Per-token tensors are padded; everything else (pixels, grids, fps) is per picture: concatenated.
 _PAD_VALUES = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0, "labels": -100}
-
-
-@dataclass
-class PromptSettings(ViewSettings):
-    """How questions are put to the model (saved in the MedVLM config).
-
-    Attributes:
-        view, n_frames, axis, size: How a volume given as a scan is shown
-            (`medvl.scans.views.ViewSettings`).
-        reasoning: Ask for ``<think>`` then ``<answer>`` (True) or the answer alone.
-        video_fps: Frame rate given to videos (see ``prepare_inputs``).
-    """
-
-    reasoning: bool = True
-    video_fps: float = 2.0
 
 
 @dataclass(frozen=True)

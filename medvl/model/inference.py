@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from medvl.model.encoding import Encoded, PromptSettings, encode_example, merge_encodings
+from medvl.model.encoding import Encoded, encode_example, merge_encodings
 from medvl.model.heads import gather_token_states
 from medvl.model.heads.readout import (
     capture_vision,
@@ -29,6 +29,7 @@ from medvl.model.heads.readout import (
 )
 from medvl.model.inputs import Question, as_scan
 from medvl.model.loading import unwrap
+from medvl.model.prompts import PromptSettings
 from medvl.model.replies import Answer, parse_answer
 from medvl.scans.views import FrameView
 

@@ -47,11 +47,7 @@ from torch import nn
 from transformers import AutoProcessor
 from transformers.utils import ModelOutput
 
-from medvl.model.encoding import (
-    HeadTokens,
-    PromptSettings,
-    collate_examples,
-)
+from medvl.model.encoding import HeadTokens, collate_examples
 from medvl.model.heads import HeadsConfig, build_heads, load_heads, save_heads
 from medvl.model.heads.readout import (
     box_outputs,
@@ -64,6 +60,7 @@ from medvl.model.inference import AnsweringMixin
 from medvl.model.loading import detect_family, load_vlm, resolve_model, unwrap
 from medvl.model.lora import lora_config, lora_summary
 from medvl.model.medvlm_config import CONFIG_NAME, HEADS_NAME, MedVLMConfig, heads_config_from
+from medvl.model.prompts import PromptSettings
 from medvl.model.publish import publish
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medvl.model.encoding import PromptSettings
 from medvl.model.heads import HeadsConfig
+from medvl.model.prompts import PromptSettings
 from medvl.scans.views import ViewSettings
 
 CONFIG_NAME = "medvl_config.json"

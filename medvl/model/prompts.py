@@ -53,13 +53,28 @@ from medvl.model.prompt_text import (
     SEVERITY_SCALES,
     SeverityScale,
 )
-from medvl.scans.views import FrameView, MIPView, MontageView, SliceView
+from medvl.scans.views import FrameView, MIPView, MontageView, SliceView, ViewSettings
 
 PLANES = ("sagittal", "coronal", "axial")  # slices across RAS array axis 0, 1, 2
 _DIRECTIONS = {
     "R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior",
 }  # fmt: skip
 _TOWARDS, _AWAY = "RAS", "LPI"  # where RAS array axis k grows towards / comes from
+
+
+@dataclass
+class PromptSettings(ViewSettings):
+    """How questions are put to the model (saved in the MedVLM config).
+
+    Attributes:
+        view, n_frames, axis, size: How a volume given as a scan is shown
+            (`medvl.scans.views.ViewSettings`).
+        reasoning: Ask for ``<think>`` then ``<answer>`` (True) or the answer alone.
+        video_fps: Frame rate given to videos (see ``prepare_inputs``).
+    """
+
+    reasoning: bool = True
+    video_fps: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from medvl.data.dataset import DatasetConfig
-from medvl.model.encoding import PromptSettings
 from medvl.model.medvlm_config import MedVLMConfig
+from medvl.model.prompts import PromptSettings
 from medvl.scans.views import (
     FrameView,
     MIPView,
