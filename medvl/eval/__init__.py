@@ -44,11 +44,12 @@ _LAZY.update(
     {
         name: "medvl.eval.stats"
         for name in (
-            "Comparison", "Interval", "align_by_id", "bootstrap_ci", "mcnemar",
+            "Comparison", "Interval", "align_by_id", "bootstrap_ci",
             "paired_bootstrap", "paired_wilcoxon", "proportion_ci",
         )
     }
 )  # fmt: skip
+_LAZY.update({"mcnemar": "medvl.eval.paired_proportions"})
 # The report imports scipy and (when writing) matplotlib: resolved on first use as well.
 _LAZY.update({"make_report": "medvl.eval.report"})
 _LAZY.update({"PredictionFileError": "medvl.eval.predictions"})
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         severity_abs_error,
         token_f1,
     )
+    from medvl.eval.paired_proportions import mcnemar
     from medvl.eval.predictions import PredictionFileError, read_predictions
     from medvl.eval.report import make_report
     from medvl.eval.runner import EvalConfig, evaluate, run_eval, summarize
@@ -77,7 +79,6 @@ if TYPE_CHECKING:
         Interval,
         align_by_id,
         bootstrap_ci,
-        mcnemar,
         paired_bootstrap,
         paired_wilcoxon,
         proportion_ci,

@@ -26,7 +26,8 @@ from medvl.eval.baselines import (
     mean_box_ious,
     prior_accuracy,
 )
-from medvl.eval.stats import Comparison, Interval, mcnemar, paired_bootstrap, proportion_ci
+from medvl.eval.paired_proportions import mcnemar
+from medvl.eval.stats import Comparison, Interval, paired_bootstrap, proportion_ci
 
 __all__ = ["LearningTable", "TypeRow", "learning_table"]
 

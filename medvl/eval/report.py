@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from medvl._io import atomic_write_bytes
+from medvl.eval.paired_proportions import mcnemar
 from medvl.eval.plots import accuracy_bars, iou_boxplot
 from medvl.eval.predictions import PredictionFileError, read_predictions
 from medvl.eval.report_markdown import render_markdown
@@ -42,7 +43,6 @@ from medvl.eval.stats import (
     Interval,
     align_by_id,
     bootstrap_ci,
-    mcnemar,
     paired_bootstrap,
     proportion_ci,
 )
