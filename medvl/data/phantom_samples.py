@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from medvl.data.balance import LETTERS, AnswerBalancer
 from medvl.data.manifest import write_manifest
 from medvl.data.sample import Sample
 from medvl.scans.phantoms import PhantomCase, iter_phantoms, write_case
@@ -34,15 +35,12 @@ from medvl.scans.phantoms.vocab import LOCATIONS, NAMES, SEEN, presence_question
 from medvl.scans.phantoms.writers import LAYOUT
 
 __all__ = [
-    "AnswerBalancer",
-    "answer_balance",
     "case_samples",
     "generate_phantom_dataset",
     "phantom_samples",
 ]
 
 SOURCE = "medvl-phantoms"
-LETTERS = "ABCD"
 GRADE_WORDS = ("absent (grade 0)", "mild (grade 1)", "moderate (grade 2)", "severe (grade 3)")
 TEXT = {
     "knee": ("knee MRI", "the distal femur, proximal tibia, patella, articular cartilage, "
@@ -54,50 +52,6 @@ TEXT = {
 
 def _box_text(box) -> str:
     return json.dumps([round(v, 3) for v in box])
-
-
-class AnswerBalancer:
-    """Deterministic choices that keep answers balanced across a generated set.
-
-    One balancer must see the whole set, in order; `phantom_samples` makes one per call.
-    """
-
-    def __init__(self) -> None:
-        self.letters: Counter[str] = Counter()
-        self.family_letters: dict[str, Counter[str]] = {}
-        self.closed: dict[str, Counter[str]] = {}
-        self.grades: Counter[tuple[str, str, int]] = Counter()
-
-    def letter(self, family: str) -> int:
-        """Index of the letter the next correct answer of ``family`` should take."""
-        fam = self.family_letters.setdefault(family, Counter())
-        pick = min(LETTERS, key=lambda c: (self.letters[c], fam[c], c))
-        self.letters[pick] += 1
-        fam[pick] += 1
-        return LETTERS.index(pick)
-
-    def graded(self, family: str, findings: list, start: int):
-        """The finding to grade: the one whose (finding, grade) pair was asked least so far.
-
-        Half the findings are absent, so always asking the same one would make "grade 0" the
-        right answer half the time; this keeps each finding's asked grades close to uniform.
-        """
-        order = findings[start % len(findings) :] + findings[: start % len(findings)]
-        pick = min(order, key=lambda f: self.grades[family, f.name, f.severity])
-        self.grades[family, pick.name, pick.severity] += 1
-        return pick
-
-    def closed_pick(self, answer: str, candidates: list[str]) -> str:
-        """Of the question keys that would be answered ``answer``, the one most owed it."""
-        other = "no" if answer == "yes" else "yes"
-
-        def owed(key: str) -> int:
-            c = self.closed.get(key, Counter())
-            return c[answer] - c[other]
-
-        key = min(candidates, key=owed)  # ties keep the candidates' order
-        self.closed.setdefault(key, Counter())[answer] += 1
-        return key
 
 
 def _closed_pool(case: PhantomCase) -> dict[str, tuple[str, str]]:
@@ -351,18 +305,6 @@ def phantom_samples(cases: Iterable[PhantomCase], source: str = SOURCE) -> Itera
         i = seen[case.anatomy]
         seen[case.anatomy] += 1
         yield from case_samples(case, balancer, index=i, split=_split(i), source=source)
-
-
-def answer_balance(samples: Iterable[Sample]) -> dict[str, dict[str, float]]:
-    """Share of each option letter among ``choice`` answers and of yes/no among ``closed``."""
-    counts: dict[str, Counter[str]] = {"choice": Counter(), "closed": Counter()}
-    for s in samples:
-        if s.answer_type in counts:
-            counts[s.answer_type][s.answer] += 1
-    keys = {"choice": tuple(LETTERS), "closed": ("yes", "no")}
-    return {
-        kind: {k: c[k] / max(sum(c.values()), 1) for k in keys[kind]} for kind, c in counts.items()
-    }
 
 
 def generate_phantom_dataset(

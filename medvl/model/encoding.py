@@ -17,7 +17,7 @@ ids (``<|im_end|>`` included) on the assistant turn.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -297,3 +297,16 @@ def collate_examples(
     if heads is not None and heads.seg:
         batch["mask_targets"] = [e.mask for e in encoded]
     return batch
+
+
+@dataclass
+class Collator:
+    """``MedVLM.collate`` without the model: picklable, for DataLoader workers that spawn."""
+
+    processor: Any
+    family: str
+    settings: PromptSettings
+    heads: HeadTokens = field(default_factory=HeadTokens)
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return collate_examples(self.processor, self.family, items, self.settings, self.heads)

@@ -38,7 +38,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from torch import nn
 from transformers import AutoProcessor
 from transformers.utils import ModelOutput
 
-from medvl.model.encoding import HeadTokens, collate_examples
+from medvl.model.encoding import Collator, HeadTokens
 from medvl.model.heads import HeadsConfig, build_heads, load_heads, save_heads
 from medvl.model.heads.readout import (
     box_outputs,
@@ -60,7 +60,6 @@ from medvl.model.inference import AnsweringMixin
 from medvl.model.loading import detect_family, load_vlm, resolve_model, unwrap
 from medvl.model.lora import lora_config, lora_summary
 from medvl.model.medvlm_config import CONFIG_NAME, HEADS_NAME, MedVLMConfig, heads_config_from
-from medvl.model.prompts import PromptSettings
 from medvl.model.publish import publish
 
 
@@ -87,19 +86,6 @@ class MedVLMOutput(ModelOutput):
     logits: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
     mask_logits: list[torch.Tensor | None] | None = None
-
-
-@dataclass
-class Collator:
-    """``MedVLM.collate`` without the model: picklable, for DataLoader workers that spawn."""
-
-    processor: Any
-    family: str
-    settings: PromptSettings
-    heads: HeadTokens = field(default_factory=HeadTokens)
-
-    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return collate_examples(self.processor, self.family, items, self.settings, self.heads)
 
 
 class MedVLM(AnsweringMixin, nn.Module):

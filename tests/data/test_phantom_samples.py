@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from medvl.data import ANSWER_TYPES, read_manifest, validate_manifest
+from medvl.data.balance import answer_balance
 from medvl.data.phantom_samples import (
     GRADE_WORDS,
     LOCATIONS,
     NAMES,
-    answer_balance,
     generate_phantom_dataset,
     phantom_samples,
 )
