@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -148,26 +149,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``medvl`` command (exposed for tests and docs)."""
-    from medvl.model.families import FAMILIES, SIZES
+def _config_command(
+    commands: argparse._SubParsersAction, name: str, help: str, runner: tuple[str, str],
+    description: str, *, example: str, resume: bool = False, print_result: bool = True,
+) -> None:
+    """A ``medvl <name> --config FILE [--key value ...]`` command that calls ``runner``."""
+    command = commands.add_parser(name, help=help, description=description)
+    command.add_argument("--config", required=True, help=f"a YAML config, e.g. {example}")
+    if resume:
+        command.add_argument(
+            "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+            help="resume from the latest checkpoint in output_dir, or from the one given",
+        )  # fmt: skip
+    command.set_defaults(func=_cmd_config_run, runner=runner, print_result=print_result,
+                         accepts_overrides=True)  # fmt: skip
 
-    parser = argparse.ArgumentParser(
-        prog="medvl", description="Medical vision-language models: scans, models, training."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = commands.add_parser(
-        "info", help="describe a scan (no patient identifiers)",
-        description="Load a scan (DICOM file or series folder, NIfTI, PNG/JPG) and describe it: "
-        "shape, spacing, orientation, modality and value range. Patient identifiers are never read "
-        "into the output.",
-    )
-    info.add_argument("scan", help="a DICOM file, DICOM series folder, .nii/.nii.gz, .png or .jpg")
-    info.add_argument("--modality", help="override the modality (e.g. CT, MR, CR, OT)")
-    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    info.set_defaults(func=_cmd_info)
-
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    """``medvl data validate | convert | phantoms``."""
     data = commands.add_parser("data", help="manifests and datasets").add_subparsers(
         dest="data_command", required=True, metavar="COMMAND"
     )
@@ -214,6 +213,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     phantoms.set_defaults(func=_cmd_data_phantoms)
 
+
+def _add_quickstart(commands: argparse._SubParsersAction, families: Any, sizes: Any) -> None:
+    """``medvl quickstart``."""
+    quick = commands.add_parser(
+        "quickstart", help="end-to-end tour on bundled real scans",
+        description="Build the small offline model (or load --model), load the real scans that "
+        "pydicom, nibabel, nilearn and scikit-image ship, ask the model about each (volumes as "
+        "video frames) and print each answer with its vision-token cost; then write phantoms, "
+        "fine-tune the model with a box head and locate findings on held-out phantoms; then show "
+        "learning: a tiny model fine-tuned on chest phantoms answers held-out cases with their "
+        "own scans and with swapped scans.",
+    )
+    quick.add_argument("--family", choices=families, default="qwen2_5_vl")
+    quick.add_argument("--size", choices=sizes, default="small")
+    quick.add_argument("--model", help="a local checkpoint folder instead of the tiny model")
+    quick.add_argument("--frames", type=int, default=16, help="video frames per volume (even)")
+    quick.add_argument("--max-new-tokens", type=int, default=24)
+    quick.add_argument(
+        "--sft-steps", type=int, default=40, help="SFT steps on phantoms (0 skips training)"
+    )
+    quick.add_argument(
+        "--reading-steps", type=int, default=1200,
+        help="SFT steps of part three, own vs swapped scans (0 skips it)",
+    )  # fmt: skip
+    quick.add_argument("--out", help="folder for phantoms and the fine-tuned model (default: temp)")
+    quick.set_defaults(func=_cmd_quickstart)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``medvl`` command (exposed for tests and docs)."""
+    from medvl.model.families import FAMILIES, SIZES
+
+    parser = argparse.ArgumentParser(
+        prog="medvl", description="Medical vision-language models: scans, models, training."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser(
+        "info", help="describe a scan (no patient identifiers)",
+        description="Load a scan (DICOM file or series folder, NIfTI, PNG/JPG) and describe it: "
+        "shape, spacing, orientation, modality and value range. Patient identifiers are never read "
+        "into the output.",
+    )
+    info.add_argument("scan", help="a DICOM file, DICOM series folder, .nii/.nii.gz, .png or .jpg")
+    info.add_argument("--modality", help="override the modality (e.g. CT, MR, CR, OT)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(func=_cmd_info)
+
+    _add_data_commands(commands)
+
     tiny = commands.add_parser("tiny", help="tiny offline models").add_subparsers(
         dest="tiny_command", required=True, metavar="COMMAND"
     )
@@ -229,47 +278,34 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=_cmd_tiny_build)
 
-    sft = commands.add_parser(
-        "sft", help="supervised fine-tuning from a YAML config",
-        description="Supervised fine-tuning of a MedVLM (LM loss on the assistant turn plus "
-        "grounding-head losses) on accelerate. Any config key can be overridden after the "
-        "config, e.g. `medvl sft --config configs/sft_tiny.yaml --lr 1e-5 --lora.r 16`. "
-        "Checkpoints are written atomically; --resume continues exactly from the latest.",
-    )
-    sft.add_argument("--config", required=True, help="a YAML config, e.g. configs/sft_tiny.yaml")
-    sft.add_argument(
-        "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-        help="resume from the latest checkpoint in output_dir, or from the one given",
-    )
-    sft.set_defaults(func=_cmd_config_run, runner=("medvl.train.sft", "run_sft"),
-                     print_result=True, accepts_overrides=True)  # fmt: skip
-
-    grpo = commands.add_parser(
-        "grpo", help="GRPO fine-tuning with verifiable rewards from a YAML config",
-        description="Group relative policy optimisation of a MedVLM: G sampled answers per "
-        "question, scored by verifiable rewards (format, accuracy, box IoU, severity, reasoning "
-        "length), group-normalised advantages, clipped surrogate + KL to the reference; log-probs "
-        "with the scan encoded once and the prompt's KV cache shared by the group. Any config key "
-        "can be overridden after the config, e.g. `--num_generations 8 --beta 0`.",
-    )
-    grpo.add_argument("--config", required=True, help="a YAML config, e.g. configs/grpo_tiny.yaml")
-    grpo.add_argument(
-        "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-        help="resume from the latest checkpoint in output_dir, or from the one given",
-    )
-    grpo.set_defaults(func=_cmd_config_run, runner=("medvl.train.grpo", "run_grpo"),
-                      print_result=True, accepts_overrides=True)  # fmt: skip
-
-    evaluate = commands.add_parser(
-        "eval", help="answer a manifest's questions and score them (resumable)",
-        description="Run a model over a manifest and append one scored prediction per sample to "
-        "a JSONL file (correct, IoU, Dice, HD95, token F1, severity error, latency, tokens). A "
-        "rerun skips the ids already written. Any config key can be overridden after the config, "
-        "e.g. `medvl eval --config configs/eval_tiny.yaml --model outputs/sft_tiny/final`.",
-    )
-    evaluate.add_argument("--config", required=True, help="a YAML config (configs/eval_*.yaml)")
-    evaluate.set_defaults(func=_cmd_config_run, runner=("medvl.eval.runner", "run_eval"),
-                          print_result=False, accepts_overrides=True)  # fmt: skip
+    _config_command(
+        commands, "sft", "supervised fine-tuning from a YAML config",
+        ("medvl.train.sft", "run_sft"),
+        "Supervised fine-tuning of a MedVLM (LM loss on the assistant turn plus grounding-head "
+        "losses) on accelerate. Any config key can be overridden after the config, e.g. `medvl "
+        "sft --config configs/sft_tiny.yaml --lr 1e-5 --lora.r 16`. Checkpoints are written "
+        "atomically; --resume continues exactly from the latest.",
+        example="configs/sft_tiny.yaml", resume=True,
+    )  # fmt: skip
+    _config_command(
+        commands, "grpo", "GRPO fine-tuning with verifiable rewards from a YAML config",
+        ("medvl.train.grpo", "run_grpo"),
+        "Group relative policy optimisation of a MedVLM: G sampled answers per question, scored "
+        "by verifiable rewards (format, accuracy, box IoU, severity, reasoning length), "
+        "group-normalised advantages, clipped surrogate + KL to the reference; log-probs with the "
+        "scan encoded once and the prompt's KV cache shared by the group. Any config key can be "
+        "overridden after the config, e.g. `--num_generations 8 --beta 0`.",
+        example="configs/grpo_tiny.yaml", resume=True,
+    )  # fmt: skip
+    _config_command(
+        commands, "eval", "answer a manifest's questions and score them (resumable)",
+        ("medvl.eval.runner", "run_eval"),
+        "Run a model over a manifest and append one scored prediction per sample to a JSONL file "
+        "(correct, IoU, Dice, HD95, token F1, severity error, latency, tokens). A rerun skips the "
+        "ids already written. Any config key can be overridden after the config, e.g. `medvl "
+        "eval --config configs/eval_tiny.yaml --model outputs/sft_tiny/final`.",
+        example="configs/eval_*.yaml", print_result=False,
+    )  # fmt: skip
 
     report = commands.add_parser(
         "report", help="a Markdown report with CIs, paired comparisons and plots",
@@ -283,29 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--names", nargs="+", help="a display name per file (default: its model)")
     report.set_defaults(func=_cmd_report)
 
-    quick = commands.add_parser(
-        "quickstart", help="end-to-end tour on bundled real scans",
-        description="Build the small offline model (or load --model), load the real scans that "
-        "pydicom, nibabel, nilearn and scikit-image ship, ask the model about each (volumes as "
-        "video frames) and print each answer with its vision-token cost; then write phantoms, "
-        "fine-tune the model with a box head and locate findings on held-out phantoms; then show "
-        "learning: a tiny model fine-tuned on chest phantoms answers held-out cases with their "
-        "own scans and with swapped scans.",
-    )
-    quick.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
-    quick.add_argument("--size", choices=SIZES, default="small")
-    quick.add_argument("--model", help="a local checkpoint folder instead of the tiny model")
-    quick.add_argument("--frames", type=int, default=16, help="video frames per volume (even)")
-    quick.add_argument("--max-new-tokens", type=int, default=24)
-    quick.add_argument(
-        "--sft-steps", type=int, default=40, help="SFT steps on phantoms (0 skips training)"
-    )
-    quick.add_argument(
-        "--reading-steps", type=int, default=1200,
-        help="SFT steps of part three, own vs swapped scans (0 skips it)",
-    )  # fmt: skip
-    quick.add_argument("--out", help="folder for phantoms and the fine-tuned model (default: temp)")
-    quick.set_defaults(func=_cmd_quickstart)
+    _add_quickstart(commands, FAMILIES, SIZES)
     return parser
 
 
