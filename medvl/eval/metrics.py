@@ -166,6 +166,14 @@ def _batched(mask: torch.Tensor) -> torch.Tensor:
     return mask.float()[None, None]  # MONAI's (batch, channel, *spatial)
 
 
+def _overlap(compute: Any, pred: Any, true: Any) -> float:
+    """A MONAI overlap metric of two masks; two empty masks agree perfectly (1.0)."""
+    p, t = _pair(pred, true)
+    if not p.any() and not t.any():
+        return 1.0
+    return float(compute(_batched(p), _batched(t), ignore_empty=False)[0, 0])
+
+
 def dice(pred: Any, true: Any) -> float:
     """Dice overlap ``2|P∩T| / (|P| + |T|)`` of two binary masks (MONAI ``compute_dice``).
 
@@ -181,10 +189,7 @@ def dice(pred: Any, true: Any) -> float:
     """
     from monai.metrics import compute_dice
 
-    p, t = _pair(pred, true)
-    if not p.any() and not t.any():
-        return 1.0
-    return float(compute_dice(_batched(p), _batched(t), ignore_empty=False)[0, 0])
+    return _overlap(compute_dice, pred, true)
 
 
 def mask_iou(pred: Any, true: Any) -> float:
@@ -202,10 +207,7 @@ def mask_iou(pred: Any, true: Any) -> float:
     """
     from monai.metrics import compute_iou
 
-    p, t = _pair(pred, true)
-    if not p.any() and not t.any():
-        return 1.0
-    return float(compute_iou(_batched(p), _batched(t), ignore_empty=False)[0, 0])
+    return _overlap(compute_iou, pred, true)
 
 
 def hd95(pred: Any, true: Any, spacing: float | Sequence[float] | None = None) -> float:
