@@ -12,7 +12,6 @@ import yaml
 from medvl.config import ConfigError, YamlConfig, coerce, parse_overrides
 from medvl.data.dataset import DatasetConfig
 from medvl.train.sft import SFTConfig
-from medvl.train.trainer import expand_resume
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -147,12 +146,6 @@ def test_parse_overrides() -> None:
     }  # fmt: skip
     with pytest.raises(ConfigError, match="expected an option"):
         parse_overrides(["lr", "1"])
-
-
-def test_resume_flag() -> None:
-    assert expand_resume(["--resume"]) == ["--resume_from", "latest"]
-    assert expand_resume(["--resume", "--lr", "1"]) == ["--resume_from", "latest", "--lr", "1"]
-    assert expand_resume(["--resume", "out/checkpoint-4"]) == ["--resume_from", "out/checkpoint-4"]
 
 
 def test_coerce_optional_and_none_words() -> None:
