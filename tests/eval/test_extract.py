@@ -1,0 +1,147 @@
+"""medvl.eval.extract: reading answers conservatively, never raising."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medvl.eval import extract_choice, extract_grade, extract_yes_no, normalize_text
+
+OPTIONS = {"A": "Meniscal tear", "B": "No tear", "C": "Bone bruise", "D": "Joint effusion"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("B", "B"),
+        ("b", "B"),
+        ("(B)", "B"),
+        ("B.", "B"),
+        ("[C]", "C"),
+        ("**D**", "D"),
+        (" B) ", "B"),
+        ("Answer: B", "B"),
+        ("answer:(c)", "C"),
+        ("The answer is b", "B"),
+        ("the answer is b because the fragment is displaced", "B"),
+        ("Option D", "D"),
+        ("B. No tear", "B"),
+        ("(C) Bone bruise", "C"),
+        ("C) Bone bruise", "C"),
+        ("B. B is correct", "B"),
+        ("I think it is B", "B"),
+        ("No tear", "B"),  # the option's text instead of its letter
+        ("no tear.", "B"),
+        ("There is a joint effusion", "D"),
+        ("The answer is a meniscal tear", "A"),  # "a" is an article here, the text decides
+        ("B or C", None),
+        ("B and C", None),
+        ("The answer is B or C", None),
+        ("Answer: B, Answer: C", None),
+        ("A tear is visible", None),  # an article, and "tear" is no option's whole text
+        ("answer is E", None),  # not an option
+        ("E", None),
+        ("", None),
+        ("   ", None),
+        ("I cannot tell", None),
+        ("Meniscal tear or bone bruise", None),
+    ],
+)
+def test_extract_choice(text, expected):
+    assert extract_choice(text, OPTIONS) == expected
+
+
+def test_extract_choice_without_options_and_with_letters():
+    assert extract_choice("the answer is c") == "C"
+    assert extract_choice("No tear") is None  # no option texts to match
+    assert extract_choice("D", ["A", "B", "C"]) is None
+    assert extract_choice("(c)", "ABC") == "C"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes.", "yes"),
+        ("yes", "yes"),
+        ("YES", "yes"),
+        ("**Yes**", "yes"),
+        ("Yes, there is a tear.", "yes"),
+        ("No", "no"),
+        ("no, there is not", "no"),
+        ("No. The meniscus is intact.", "no"),
+        ("Nope", "no"),
+        ("The answer is yes", "yes"),
+        ("Answer: no", "no"),
+        ("There is no effusion", None),  # conservative: a negated finding is not a "no"
+        ("I see no tear", None),
+        ("yes or no", None),
+        ("No. The answer is yes", None),  # contradicts itself
+        ("yesterday", None),
+        ("not sure", None),
+        ("present", None),
+        ("", None),
+    ],
+)
+def test_extract_yes_no(text, expected):
+    assert extract_yes_no(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "max_grade", "expected"),
+    [
+        ("2", None, 2),
+        ("Grade 2.", None, 2),
+        ("grade II", None, 2),
+        ("Stage iv", None, 4),
+        ("two", None, 2),
+        ("0", None, 0),
+        ("2/4", 4, 2),
+        ("3 out of 4", 4, 3),
+        ("KL 3", 4, 3),
+        ("KL-3", 4, 3),
+        ("Grade 3 (severe)", None, 3),
+        ("2.5", None, None),
+        ("-1", None, None),
+        ("2-3", None, None),
+        ("grade 1 or 2", None, None),
+        ("grade 5", 4, None),
+        ("grade 5", None, 5),
+        ("severe", None, None),
+        ("", None, None),
+    ],
+)
+def test_extract_grade(text, max_grade, expected):
+    assert extract_grade(text, max_grade=max_grade) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The Medial Meniscus.", "medial meniscus"),
+        ("  an   apple, a  day!", "apple day"),
+        ("Left-sided", "leftsided"),  # SQuAD drops punctuation without a space
+        ("THE", ""),
+        (None, ""),
+    ],
+)
+def test_normalize_text_is_squad(text, expected):
+    assert normalize_text(text) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.text(), st.none(), st.integers(), st.lists(st.text())),
+    st.one_of(
+        st.none(),
+        st.dictionaries(st.text(max_size=2), st.text(), max_size=4),
+        st.lists(st.text(max_size=2), max_size=4),
+    ),
+)
+def test_extraction_never_raises(text, options):
+    letter = extract_choice(text, options)
+    assert letter is None or (len(letter) == 1 and letter.isupper())
+    assert extract_yes_no(text) in (None, "yes", "no")
+    grade = extract_grade(text, max_grade=4)
+    assert grade is None or 0 <= grade <= 4
+    assert isinstance(normalize_text(text), str)
