@@ -59,7 +59,7 @@ def build_app(model_path: str | os.PathLike | None = None) -> gr.Blocks:
     def ask(upload, example, index, question, answer_type, options):
         with lock:
             session.load(scan_path(upload, example))
-            reasoning, answer, box, overlay = session.ask(
+            reasoning, answer, box, overlay = session.answer(
                 question, answer_type, options, session.clamp(index) if session.is_3d else None
             )
         return reasoning, answer, "" if box is None else str([round(v, 3) for v in box]), overlay
@@ -67,7 +67,7 @@ def build_app(model_path: str | os.PathLike | None = None) -> gr.Blocks:
     def stream(upload, example, question, answer_type, options):
         with lock:
             session.load(scan_path(upload, example))
-            yield from session.stream(question, answer_type, options)
+            yield from session.stream_answer(question, answer_type, options)
 
     with gr.Blocks(title="medvl demo") as app:
         gr.Markdown("# medvl demo\nUpload a scan (DICOM, NIfTI, PNG/JPG) or pick an example.")

@@ -2,8 +2,8 @@
 
 A :class:`DemoSession` holds one model and the scan being looked at: it loads a scan, draws a
 slice (3D) or the image (2D) with a box overlaid through the view's coordinate map, and asks
-the model, either at once (:meth:`DemoSession.ask`, heads included) or streaming the reply's
-text (:meth:`DemoSession.stream`). No Gradio import here, so it is testable and reusable.
+the model, either at once (:meth:`DemoSession.answer`, heads included) or streaming the reply's
+text (:meth:`DemoSession.stream_answer`). No Gradio import here, so it is testable and reusable.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class DemoSession:
         n = self.n_slices(axis)
         return min(n - 1, max(0, int((box[axis] + box[axis + 3]) / 2 * n)))
 
-    def ask(
+    def answer(
         self,
         question: str,
         answer_type: str | None = None,
@@ -155,7 +155,7 @@ class DemoSession:
         overlay = self.slice_image(index, axis, box)
         return result.reasoning or "", result.answer or "", box, overlay
 
-    def stream(
+    def stream_answer(
         self,
         question: str,
         answer_type: str | None = None,

@@ -71,13 +71,13 @@ def test_box_overlay_follows_coordinate_map(session: DemoSession, knee) -> None:
 
 
 def test_ask_and_stream(session: DemoSession) -> None:
-    reasoning, answer, box, overlay = session.ask(
+    reasoning, answer, box, overlay = session.answer(
         "Where is the effusion?", "grounding", "", max_new_tokens=4
     )
     assert isinstance(reasoning, str) and isinstance(answer, str)
     assert box is not None and len(box) == 6 and overlay.size == (96, 96)
     assert _red(overlay).any()  # drawn on the box's middle slice
-    texts = list(session.stream("Which?", "choice", "A: tear\nB: normal", max_new_tokens=4))
+    texts = list(session.stream_answer("Which?", "choice", "A: tear\nB: normal", max_new_tokens=4))
     assert texts and all(isinstance(t, str) for t in texts)
 
 
