@@ -102,11 +102,3 @@ def test_text_only_and_image_plus_video(vlm, scans):
         ask(model, processor, "Q", video=[])
     with pytest.raises(TypeError, match="PIL"):
         ask(model, processor, "Q", image="scan.png")
-
-
-def test_build_messages_in_qwen_vl_utils_form(scans):
-    image, frames = scans
-    messages = build_messages("Q", image=image, video=frames, system="S")
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert [item["type"] for item in messages[1]["content"]] == ["image", "video", "text"]
-    assert messages[1]["content"][0]["image"] is image
