@@ -312,6 +312,8 @@ class YamlConfig:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config file ({e.strerror})") from e
         if data is None:
             data = {}
         if not isinstance(data, Mapping):

@@ -154,3 +154,8 @@ def test_coerce_optional_and_none_words() -> None:
     assert coerce("true", bool) is True
     with pytest.raises(ConfigError):
         coerce(True, int)  # a bool is not a count
+
+
+def test_a_missing_config_file_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"/nope\.yaml: cannot read the config file"):
+        SFTConfig.from_yaml("/nope.yaml")
