@@ -106,7 +106,6 @@ class Trainer:
         register_trainable_state_hooks(acc)
         self.history: list[dict[str, float]] = []
         self._saved_step: int | None = None
-        self._dataset_size = dataset_size
         self.state = TrainerState(
             sampler_seed=cfg.seed, dataset_size=dataset_size,
             num_processes=acc.num_processes, max_steps=0,
@@ -181,10 +180,10 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(self.accelerator, path)
-        if state.dataset_size != self._dataset_size:
+        if state.dataset_size != self.state.dataset_size:  # ours: this run's data
             logger.warning(
                 "%s was trained on %d samples, this run has %d: the data order differs",
-                path, state.dataset_size, self._dataset_size,
+                path, state.dataset_size, self.state.dataset_size,
             )  # fmt: skip
         changed = self._changed_keys(path / "config.yaml")
         if changed:
