@@ -7,32 +7,35 @@ TRL's shape (a config dataclass and a trainer taking it) on `accelerate`::
 
 or ``python -m medvl.train.grpo --config configs/grpo_tiny.yaml [--key value ...] [--resume]``.
 
-One optimizer step takes ``batch_size`` prompts (dataset items). For each prompt:
+One step takes ``batch_size`` prompts (dataset items). For each prompt:
 
 1. the question is encoded once (`MedVLM.encode_question`) and G = ``num_generations``
    completions are sampled (``generate(..., num_return_sequences=G)``);
 2. every reward scores the G completions with the Sample's columns (TRL signature, see
    `medvl.train.rewards`); the total is the weighted sum, a reward's None counting 0;
-3. advantages are group-normalised: ``A = (r - mean(r)) / (std(r) + 1e-4)``;
-4. per-token log-probs of the completions under the policy (with grad) and, when ``beta > 0``,
-   the reference model (no grad) come from `shared_prefix_logprobs`: the scan goes through the
-   vision encoder once and the prompt's KV cache is shared by the G completions;
-5. per token ``-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + beta * KL`` with the k3
-   estimator ``KL = exp(ref - logp) - (ref - logp) - 1`` (DeepSeekMath, TRL).
+3. advantages are relative to the group (`medvl.train.grpo_loss.group_advantages`, scaled by
+   the group's or the batch's reward std, or not, as ``scale_rewards`` says);
+4. per-token log-probs of the completions at the sampling temperature, under the policy (with
+   grad) and, when ``beta > 0``, the reference model (no grad) come from
+   `shared_prefix_logprobs`: the scan goes through the vision encoder once and the prompt's KV
+   cache is shared by the G completions;
+5. the loss is TRL's family (`medvl.train.grpo_loss`): the clipped surrogate with token or
+   sequence (GSPO) ratios, DAPO's ``epsilon_high``, the k3 KL, reduced as ``loss_type`` says.
 
-The loss is the mean of that over every real completion token of the batch (tokens up to and
-including the first end-of-turn); each prompt's part is backpropagated as soon as it is computed,
-so only one group's graph is alive at a time. One policy update per batch, so the "old" policy is
-the current one: ``ratio = exp(logp - logp.detach())`` is 1 with the gradient of ``logp`` and
-the clip never binds (kept for the formula's sake and for a future multi-iteration mode).
+Then ``num_iterations`` (μ) optimizer updates run on the same rollouts; the log-probs of the
+first are kept as the old ones, so from the second update on the ratio moves away from 1 and
+the clip binds. Each prompt's part is backpropagated as soon as it is computed, so only one
+group's graph is alive at a time.
 
 Reference model: with LoRA it is the same model under ``disable_adapter()`` (peft), no copy;
 with full fine-tuning and ``beta > 0`` a frozen deep copy of the start model (twice the weight
 memory; use ``beta: 0`` to avoid it).
 
+Several processes: each samples its own prompts; gradients are averaged with one all-reduce
+per trainable parameter that every process makes, whether or not it had a gradient.
+
 Limits: rollouts use ``generate``, which repeats the prompt G times (the shared prefix is used
-for the log-probs, not yet for sampling); the heads get no gradient; with several processes each
-normalises its loss by its own token count and gradients are averaged.
+for the log-probs, not yet for sampling); the heads get no gradient.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -54,7 +58,14 @@ from medvl.data.dataset import MedVLDataset
 from medvl.train import rewards as R
 from medvl.train.data_order import EpochSampler
 from medvl.train.grpo_config import GRPOConfig
-from medvl.train.grpo_loss import STD_EPS, Rollout, build_rewards, grpo_loss
+from medvl.train.grpo_loss import (
+    Rollout,
+    TokenLoss,
+    build_rewards,
+    group_advantages,
+    grpo_loss,
+    reduce_loss,
+)
 from medvl.train.logprobs import shared_prefix_logprobs
 from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, subset
@@ -62,7 +73,6 @@ from medvl.train.trainer import Trainer, expand_resume, subset
 __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout", "build_rewards", "grpo_loss", "run_grpo"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def _as_items(batch: list) -> list:
@@ -141,7 +151,7 @@ class GRPOTrainer(Trainer):
         self._prepare(model, loader, len(self.train_dataset))
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
-        self._start_schedule(cfg.max_steps)
+        self._start_schedule(cfg.max_steps, cfg.num_iterations)
 
     # -- rollouts ---------------------------------------------------------------------------
 
@@ -177,12 +187,11 @@ class GRPOTrainer(Trainer):
         # Real tokens: up to and including the first stop (the model learns to stop too).
         before = (stops.long().cumsum(1) - stops.long()) == 0
         mask = before.long()
+        truncated = ~stops.any(dim=1)
         texts = [vlm.tokenizer.decode(row[m.bool() & ~s], skip_special_tokens=False)
                  for row, m, s in zip(ids, mask, stops, strict=True)]  # fmt: skip
         total, parts = self.score(texts, item, encoded.context, ids, mask)
-        mean, std = total.mean(), total.std()
-        advantages = (total - mean) / (std + STD_EPS)
-        return Rollout(inputs, ids, mask, texts, total, parts, advantages)
+        return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts)
 
     def score(
         self,
@@ -223,61 +232,133 @@ class GRPOTrainer(Trainer):
             with self.vlm.model.disable_adapter():
                 yield self.vlm.model
 
-    def group_loss(self, rollout: Rollout, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss of one group (its share of the batch's token mean) and its KL sum, with grad."""
+    def loss_mask(self, rollout: Rollout) -> torch.Tensor:
+        """The tokens that count in the loss: the completion mask, without truncated
+        completions when ``mask_truncated_completions`` is set."""
+        mask = rollout.completion_mask
+        if self.config.mask_truncated_completions:
+            mask = mask * (~rollout.truncated).to(mask.device, mask.dtype)[:, None]
+        return mask
+
+    def group_loss(
+        self, rollout: Rollout, sizes: Mapping[str, int]
+    ) -> tuple[torch.Tensor, TokenLoss]:
+        """One group's share of the batch loss (with grad) and its per-token values.
+
+        ``sizes`` are `reduce_loss`'s counts for the batch (``n_sequences``, ``n_tokens``,
+        ``max_new_tokens``, ``num_processes``, ``global_tokens``). On the first call for a
+        rollout with ``num_iterations > 1`` the policy's log-probs are kept as the old ones.
+        """
         cfg, hf = self.config, self.vlm.model
         args = (rollout.inputs, rollout.completion_ids, rollout.completion_mask)
         ref = None
         if cfg.beta > 0:
             with torch.no_grad(), self._reference() as ref_model:
-                ref = shared_prefix_logprobs(ref_model, *args)
-        logp = shared_prefix_logprobs(hf, *args)
-        per_token, kl = grpo_loss(
-            logp, rollout.advantages.to(logp.device), rollout.completion_mask.to(logp.device),
-            ref_logp=ref, beta=cfg.beta, epsilon=cfg.epsilon,
+                ref = shared_prefix_logprobs(ref_model, *args, temperature=cfg.temperature)
+        logp = shared_prefix_logprobs(hf, *args, temperature=cfg.temperature)
+        if cfg.num_iterations > 1 and rollout.old_logp is None:
+            # Before the first update these weights are the ones that sampled.
+            rollout.old_logp = logp.detach()
+        mask = self.loss_mask(rollout).to(logp.device)
+        tokens = grpo_loss(
+            logp, rollout.advantages.to(logp.device), mask, ref_logp=ref,
+            old_logp=rollout.old_logp, beta=cfg.beta, epsilon=cfg.epsilon,
+            epsilon_high=cfg.epsilon_high,
+            importance_sampling_level=cfg.importance_sampling_level,
         )  # fmt: skip
-        return per_token.sum() / max(n_tokens, 1), kl.sum()
+        return reduce_loss(tokens.loss, mask, cfg.loss_type, **sizes), tokens
 
-    def step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """One optimizer step on a batch of prompts; returns the logged values."""
+    def _sizes(self, rollouts: Sequence[Rollout]) -> dict[str, int]:
+        """`reduce_loss`'s counts for a batch; the global token count is summed over every
+        process (each calls this once per step, so the collective is matched)."""
         acc, cfg = self.accelerator, self.config
-        rollouts = [self.rollout(item) for item in items]
-        n_tokens = int(sum(int(r.completion_mask.sum()) for r in rollouts))
-        loss_total, kl_total = 0.0, 0.0
-        sync = acc.no_sync(self.model) if acc.num_processes > 1 else nullcontext()
-        with sync:
-            for r in rollouts:
-                # All-equal rewards and no KL: the loss and its gradient are exactly 0.
-                if cfg.beta == 0 and not bool(r.advantages.abs().gt(0).any()):
-                    continue
-                loss, kl = self.group_loss(r, n_tokens)
-                acc.backward(loss)
-                loss_total += float(loss.detach())
-                kl_total += float(kl)
-        params = [p for p in self.vlm.trainable_parameters() if p.grad is not None]
+        n_tokens = int(sum(int(self.loss_mask(r).sum()) for r in rollouts))
+        global_tokens = n_tokens
+        if acc.num_processes > 1:
+            count = torch.tensor(float(n_tokens), device=acc.device)
+            global_tokens = int(acc.reduce(count, reduction="sum").item())
+        return {
+            "n_sequences": len(rollouts) * cfg.num_generations, "n_tokens": n_tokens,
+            "max_new_tokens": cfg.max_new_tokens, "num_processes": acc.num_processes,
+            "global_tokens": global_tokens,
+        }  # fmt: skip
+
+    def _update(self) -> float | None:
+        """Averages gradients over processes, clips, steps; returns the gradient norm.
+
+        Every process reduces every trainable parameter in the same order, with zeros where
+        it has no gradient (all its groups had equal rewards): a process that skipped its
+        backward still makes the same collective calls as the others, so none waits forever.
+        """
+        acc, cfg = self.accelerator, self.config
+        params = [p for p in self.vlm.trainable_parameters() if p.requires_grad]
         if acc.num_processes > 1:  # the forwards bypassed DDP: average gradients here
             for p in params:
-                p.grad = acc.reduce(p.grad, reduction="mean")
+                grad = p.grad if p.grad is not None else torch.zeros_like(p)
+                grad = acc.reduce(grad, reduction="mean")
+                # No process had a gradient: leave it None, as a single process would.
+                p.grad = grad if p.grad is not None or bool(grad.any()) else None
+        params = [p for p in params if p.grad is not None]
         grad_norm = None
         if cfg.max_grad_norm is not None and params:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
+        return grad_norm
+
+    def step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """One step on a batch of prompts: rollouts, then ``num_iterations`` optimizer
+        updates on them; returns the logged values (averaged over the updates)."""
+        acc, cfg = self.accelerator, self.config
+        started = time.perf_counter()
+        rollouts = [self.rollout(item) for item in items]
+        rewards = torch.stack([r.rewards for r in rollouts])
+        for r, adv in zip(rollouts, group_advantages(rewards, cfg.scale_rewards), strict=True):
+            r.advantages = adv
+        sizes = self._sizes(rollouts)
+        sums = dict.fromkeys(("loss", "kl", "clip_low", "clip_high"), 0.0)
+        grad_norms = []
+        for _ in range(cfg.num_iterations):
+            sync = acc.no_sync(self.model) if acc.num_processes > 1 else nullcontext()
+            with sync:
+                for r in rollouts:
+                    # All-equal rewards and no KL: the loss and its gradient are exactly 0.
+                    if cfg.beta == 0 and not bool(r.advantages.abs().gt(0).any()):
+                        continue
+                    loss, tokens = self.group_loss(r, sizes)
+                    acc.backward(loss)
+                    sums["loss"] += float(loss.detach())
+                    sums["kl"] += float(tokens.kl.sum())
+                    sums["clip_low"] += float(tokens.clipped_low.sum())
+                    sums["clip_high"] += float(tokens.clipped_high.sum())
+            norm = self._update()
+            if norm is not None:
+                grad_norms.append(norm)
+        mu, n_tokens = cfg.num_iterations, max(sizes["n_tokens"], 1)
+        lengths = torch.cat([r.completion_mask.sum(1) for r in rollouts]).float()
+        elapsed = time.perf_counter() - started
         record: dict[str, float] = {
-            "loss": loss_total,
-            "kl": kl_total / max(n_tokens, 1),
-            "reward": float(torch.cat([r.rewards for r in rollouts]).mean()),
-            "reward_std": float(torch.stack([r.rewards.std() for r in rollouts]).mean()),
-            "completion_length": n_tokens / (len(rollouts) * cfg.num_generations),
+            "loss": sums["loss"] / mu,
+            "kl": sums["kl"] / (mu * n_tokens),
+            "clip_ratio/low": sums["clip_low"] / (mu * n_tokens),
+            "clip_ratio/high": sums["clip_high"] / (mu * n_tokens),
+            "reward": float(rewards.mean()),
+            "reward_std": float(rewards.std(dim=1).mean()),
+            "completion_length": float(lengths.mean()),
+            "truncated": float(torch.cat([r.truncated for r in rollouts]).float().mean()),
             "lr": float(self.scheduler.get_last_lr()[0]),
+            "step_time": elapsed,
+            "tokens_per_s": float(lengths.sum()) / elapsed,
         }
         for name in self.reward_names:
             values = [v for r in rollouts for v in r.reward_parts[name] if v is not None]
             if values:
                 record[f"rewards/{name}"] = sum(values) / len(values)
-        if grad_norm is not None:
-            record["grad_norm"] = grad_norm
+                record[f"rewards/{name}_std"] = float(torch.tensor(values).std()) \
+                    if len(values) > 1 else 0.0  # fmt: skip
+        if grad_norms:
+            record["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return record
 
     # -- the loop ---------------------------------------------------------------------------

@@ -37,7 +37,22 @@ class GRPOConfig(TrainConfig):
         top_k: Top-k sampling of the rollouts (0: off).
         beta: KL coefficient (k3 estimator against the reference model); 0 skips the reference
             forward entirely.
-        epsilon: PPO clip range of the ratio.
+        epsilon: Clip range of the importance ratio (below, and above unless
+            ``epsilon_high`` is set).
+        epsilon_high: Upper clip range (DAPO's clip-higher, e.g. 0.28; None: ``epsilon``).
+        num_iterations: μ, optimizer updates on each batch of rollouts. With μ > 1 the ratio
+            to the sampling weights moves away from 1 and the clip binds. One step is one
+            batch of rollouts, so the optimizer and the scheduler step μ times per step.
+        importance_sampling_level: ``token`` (PPO/GRPO ratios per token) or ``sequence``
+            (GSPO: one ratio per completion, the exp of its mean log-ratio).
+        loss_type: How token losses become the batch loss (`medvl.train.grpo_loss.reduce_loss`):
+            ``dapo`` (token mean over all processes; TRL's default), ``bnpo`` (token mean per
+            process), ``grpo`` (mean of each completion's token mean), ``dr_grpo`` (sum over
+            completions × max_new_tokens).
+        scale_rewards: Divide advantages by the reward std of the ``group``, the ``batch`` or
+            ``none`` (Dr. GRPO).
+        mask_truncated_completions: Completions that hit ``max_new_tokens`` without ending
+            take no part in the loss (DAPO); they still count in the group's advantages.
         rewards: Reward names, from ``format``, ``accuracy``, ``box_iou``, ``severity``,
             ``reasoning_length`` (`medvl.train.rewards`).
         reward_weights: One weight per reward (None: all 1.0). A reward's None for a row (it
@@ -58,18 +73,24 @@ class GRPOConfig(TrainConfig):
     top_k: int = 0
     beta: float = 0.04
     epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    mask_truncated_completions: bool = False
     rewards: list[str] = field(default_factory=lambda: ["format", "accuracy"])
     reward_weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_positive(max_new_tokens=self.max_new_tokens)
+        self._check_positive(max_new_tokens=self.max_new_tokens, num_iterations=self.num_iterations)
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2, got {self.num_generations}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.beta < 0 or self.epsilon < 0:
-            raise ValueError("beta and epsilon must be >= 0")
+        if self.beta < 0 or self.epsilon < 0 or (self.epsilon_high or 0) < 0:
+            raise ValueError("beta, epsilon and epsilon_high must be >= 0")
         unknown = [r for r in self.rewards if r not in REWARD_NAMES]
         if unknown:
             raise ValueError(f"unknown rewards {unknown}; valid: {', '.join(REWARD_NAMES)}")

@@ -55,9 +55,11 @@ def _mask(completion_ids: torch.Tensor, completion_mask: torch.Tensor | None) ->
     return completion_mask.to(completion_ids.device, torch.long)
 
 
-def _token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[..., token] in fp32; logits (..., V), tokens (...)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+def _token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log_softmax(logits / temperature)[..., token] in fp32; logits (..., V), tokens (...)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -76,6 +78,7 @@ def completion_logprobs(
     prompt_inputs: Mapping[str, Any],
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Reference per-token log-probs: G full forwards (prompt + scan + completion), batched.
 
@@ -85,6 +88,8 @@ def completion_logprobs(
             included.
         completion_ids: ``(G, L)`` completion tokens, right-padded.
         completion_mask: ``(G, L)``, 1 on real tokens; ``None`` means all real.
+        temperature: The logits are divided by it (the sampling temperature: the log-probs
+            are those of the distribution the completions were drawn from).
 
     Returns:
         ``(G, L)`` log-probs of the completion tokens (0 on padding).
@@ -112,7 +117,7 @@ def completion_logprobs(
         )
     # Logits at positions P-1 .. P+L-2 predict the L completion tokens.
     logits = model(**inputs, use_cache=False, logits_to_keep=length + 1).logits[:, :-1]
-    return _token_logprobs(logits, completion_ids) * mask
+    return _token_logprobs(logits, completion_ids, temperature) * mask
 
 
 def shared_prefix_logprobs(
@@ -120,6 +125,7 @@ def shared_prefix_logprobs(
     prompt_inputs: Mapping[str, Any],
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Per-token log-probs with the scan encoded once and the prompt's KV cache shared.
 
@@ -143,7 +149,9 @@ def shared_prefix_logprobs(
     # text-only prompt leaves it alone, so clear a stale value from an earlier batch first.
     inner.rope_deltas = None
     prefix = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
-    first = _token_logprobs(prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0])
+    first = _token_logprobs(
+        prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0], temperature
+    )
     if length == 1:
         return first[:, None] * mask
     cache = prefix.cache
@@ -168,7 +176,7 @@ def shared_prefix_logprobs(
         cache=cache,
         use_cache=True,
     )
-    rest = _token_logprobs(out.logits, completion_ids[:, 1:])
+    rest = _token_logprobs(out.logits, completion_ids[:, 1:], temperature)
     return torch.cat([first[:, None], rest], dim=1) * mask
 
 

@@ -39,7 +39,6 @@ __all__ = ["SFTConfig", "SFTTrainer", "run_sft"]
 logger = logging.getLogger(__name__)
 
 
-
 class SFTTrainer(Trainer):
     """Fine-tunes a `MedVLM` with accelerate: LoRA or full, gradient accumulation, mixed
     precision, schedules, eval loss, TensorBoard, atomic checkpoints and exact resume.

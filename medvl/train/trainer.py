@@ -111,9 +111,11 @@ class Trainer:
             num_processes=acc.num_processes, max_steps=0,
         )  # fmt: skip
 
-    def _start_schedule(self, max_steps: int) -> None:
-        """Sets ``max_steps`` and the prepared ``scheduler`` (once the loader's length is known)."""
+    def _start_schedule(self, max_steps: int, updates_per_step: int = 1) -> None:
+        """Sets ``max_steps`` and the prepared ``scheduler`` (once the loader's length is known);
+        the schedule spans ``max_steps * updates_per_step`` optimizer updates."""
         self.max_steps = self.state.max_steps = max_steps
+        self._updates_per_step = updates_per_step
         self.scheduler = self.accelerator.prepare(self._scheduler(self.optimizer))
 
     def _param_groups(self, model: Any) -> list[dict[str, Any]]:
@@ -139,7 +141,7 @@ class Trainer:
         return get_scheduler(
             name, optimizer,
             num_warmup_steps=self.config.warmup_steps * n,
-            num_training_steps=self.max_steps * n,
+            num_training_steps=self.max_steps * self._updates_per_step * n,
         )  # fmt: skip
 
     @property

@@ -13,7 +13,8 @@ from medvl.config import ConfigError
 from medvl.data.dataset import DatasetConfig
 from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.train.checkpoint import STATE_FILE, list_checkpoints
-from medvl.train.grpo import GRPOConfig, GRPOTrainer, grpo_loss, run_grpo
+from medvl.train.grpo import GRPOConfig, GRPOTrainer, run_grpo
+from medvl.train.grpo_loss import group_advantages
 
 ROOT = Path(__file__).resolve().parents[2]
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
@@ -73,29 +74,53 @@ def test_equal_rewards_give_zero_gradient(manifest, tiny_model_path, tmp_path) -
     config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "run", beta=0.0)
     trainer = GRPOTrainer(config, reward_funcs=[constant])
     rollout = trainer.rollout(trainer.train_dataset[0])
-    assert torch.equal(rollout.advantages, torch.zeros(4))
     assert len(set(map(tuple, rollout.completion_ids.tolist()))) > 1  # completions do differ
     params = trainer.vlm.trainable_parameters()
-    loss, _ = trainer.group_loss(rollout, int(rollout.completion_mask.sum()))
+    rollout.advantages = group_advantages(rollout.rewards[None], "group")[0]
+    assert torch.equal(rollout.advantages, torch.zeros(4))
+    loss, _ = trainer.group_loss(rollout, trainer._sizes([rollout]))
     loss.backward()
     assert loss.item() == 0.0
     assert all(p.grad is None or not p.grad.any() for p in params)
-    # The same through grpo_loss alone, with a KL term off and on.
-    logp = torch.randn(4, 5, requires_grad=True)
-    per_token, _ = grpo_loss(logp, torch.zeros(4), torch.ones(4, 5))
-    per_token.sum().backward()
-    assert not logp.grad.any()
 
 
-def test_grpo_loss_kl_is_k3() -> None:
-    logp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -2.0]])
-    mask = torch.tensor([[1, 0]])
-    per_token, kl = grpo_loss(logp, torch.zeros(1), mask, ref_logp=ref, beta=0.5)
-    expected = torch.exp(torch.tensor(-0.5)) + 0.5 - 1
-    assert torch.allclose(kl, torch.tensor([[expected, 0.0]]))
-    assert torch.allclose(per_token, 0.5 * kl)
-    with pytest.raises(ValueError, match="ref_logp"):
-        grpo_loss(logp, torch.zeros(1), mask, beta=0.1)
+def test_second_update_on_the_same_rollouts_is_clipped(manifest, tiny_model_path, tmp_path):
+    """μ = 2: the second update sees a ratio away from 1 and a tight clip binds; μ = 1 never
+    clips. The optimizer and the schedule step μ times per step."""
+    records = {}
+    for mu in (1, 2):
+        config = make_config(
+            manifest, tiny_model_path("qwen2_5_vl"), tmp_path / f"mu{mu}", lora=None, beta=0.0,
+            batch_size=1, num_generations=8, num_iterations=mu, epsilon=1e-3, lr=1e-2,
+            lr_scheduler="linear", max_steps=2,
+        )  # fmt: skip
+        trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+        trainer.train()
+        records[mu] = trainer.history[0]
+        state = trainer.optimizer.optimizer.state if hasattr(trainer.optimizer, "optimizer") \
+            else trainer.optimizer.state  # fmt: skip
+        steps = {int(s["step"]) for s in state.values() if "step" in s}
+        assert steps == {2 * mu}
+        assert trainer.scheduler.get_last_lr()[0] == pytest.approx(1e-2 * (1 - 2 / 2))
+    clipped = lambda r: r["clip_ratio/low"] + r["clip_ratio/high"]  # noqa: E731
+    assert clipped(records[1]) == 0.0
+    assert clipped(records[2]) > 0.0, records[2]
+
+
+def test_truncated_completions_leave_the_loss(manifest, tiny_model_path, tmp_path) -> None:
+    config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "run",
+                         mask_truncated_completions=True, max_new_tokens=3)  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+    rollout = trainer.rollout(trainer.train_dataset[0])
+    stop_ids = torch.tensor(trainer.vlm._stop_ids, device=rollout.completion_ids.device)
+    ended = torch.isin(rollout.completion_ids, stop_ids).any(dim=1)
+    assert torch.equal(rollout.truncated, ~ended.cpu()) and rollout.truncated.any()
+    mask = trainer.loss_mask(rollout)
+    assert not mask[rollout.truncated.to(mask.device)].any()
+    assert torch.equal(mask[~rollout.truncated.to(mask.device)],
+                       rollout.completion_mask[~rollout.truncated.to(mask.device)])  # fmt: skip
+    trainer.config.mask_truncated_completions = False
+    assert torch.equal(trainer.loss_mask(rollout), rollout.completion_mask)
 
 
 def test_toy_reward_rises(manifest, tiny_model_path, tmp_path) -> None:
@@ -127,6 +152,12 @@ def test_config_yaml_overrides_and_errors(tmp_path) -> None:
         GRPOConfig.from_yaml(path, ["--reward_weights", "1"])
     with pytest.raises(ConfigError, match="num_generations"):
         GRPOConfig.from_yaml(path, ["--num_generations", "1"])
+    with pytest.raises(ConfigError, match="loss_type"):
+        GRPOConfig.from_yaml(path, ["--loss_type", "ppo"])
+    with pytest.raises(ConfigError, match="num_iterations"):
+        GRPOConfig.from_yaml(path, ["--num_iterations", "0"])
+    config = GRPOConfig.from_yaml(path, ["--epsilon_high", "0.28", "--scale_rewards", "none"])
+    assert config.epsilon_high == 0.28 and config.scale_rewards == "none"
 
 
 def test_run_grpo_from_yaml(manifest, tiny_model_path, tmp_path) -> None:

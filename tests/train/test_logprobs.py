@@ -185,3 +185,20 @@ def test_bad_inputs(loaded) -> None:
         completion_logprobs(model, {**inputs, "input_ids": inputs["input_ids"].repeat(2, 1)}, ids)
     with pytest.raises(ValueError, match="shape"):
         shared_prefix_logprobs(model, inputs, ids, mask[:, :-1])
+
+
+def test_temperature_divides_the_logits(loaded) -> None:
+    """Log-probs at the sampling temperature: log_softmax(logits / T), on both paths."""
+    model, processor = loaded("qwen2_5_vl")
+    inputs = _prompt(processor, "image")
+    ids, mask = _completions(processor)
+    with torch.no_grad():
+        shared = shared_prefix_logprobs(model, inputs, ids, mask, temperature=0.7)
+        naive = completion_logprobs(model, inputs, ids, mask, temperature=0.7)
+        plain = completion_logprobs(model, inputs, ids, mask)
+        # By hand for the first completion's first token: the prompt's last logits.
+        logits = model(**inputs).logits[0, -1]
+    assert _max_diff(shared, naive) < TOL
+    assert _max_diff(shared, plain) > 1e-2
+    first = torch.log_softmax(logits.float() / 0.7, dim=-1)[ids[0, 0]]
+    assert float(shared[0, 0]) == pytest.approx(float(first), abs=TOL)
