@@ -26,7 +26,7 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["extract_choice", "extract_grade", "extract_yes_no", "normalize_text"]
+__all__ = ["extract_choice", "extract_grade", "extract_yes_no", "is_hedge", "normalize_text"]
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -75,6 +75,13 @@ _MORE = re.compile(
 )
 # A leading letter introducing the option's text: "B. Meniscal tear", "(B) tear", "B) tear".
 _LEADING = re.compile(r"[\s*_`\"']*(?:\(([A-Za-z])\)|([A-Z])[.):])(?:\s|$)")
+# A hedge: two option letters offered together ("A or B", "(A)/(B)", "A, B", "either A or
+# C", "both A and C") or a letter ruled out ("not A"). Letters as uppercase words or bracketed.
+_HEDGE_LETTER = r"(?:\(([A-Za-z])\)|(?<![\w'’-])([A-Z])(?![\w'’-]))"
+_HEDGE_PAIR = re.compile(
+    rf"{_HEDGE_LETTER}[*_`\"']*\s*(?:,|/|&|\bor\b|\band\b)\s*[*_`\"']*{_HEDGE_LETTER}"
+)
+_NEGATED = re.compile(rf"\bnot\s+(?:option\s+|choice\s+)?[*_`\"']*{_HEDGE_LETTER}", re.I)
 # An uppercase letter standing alone anywhere: "I would pick B here".
 _STANDALONE = re.compile(r"(?<![\w'’-])\(?([A-Z])\)?(?![\w'’-])")
 
@@ -104,6 +111,37 @@ def _option_text_letter(text: str, options: Any) -> str | None:
     return kept.pop() if len(kept) == 1 else None
 
 
+def is_hedge(text: Any, options: Any = None) -> bool:
+    """Whether a choice reply hedges: it offers two option letters joined by "or", "and", "/",
+    "&" or a comma (``"A or B"``, ``"(A) or (B)"``, ``"Either A or C"``, ``"Both A and C"``,
+    ``"B, E"``), or rules a letter out (``"not A"``, ``"The answer is not A"``).
+
+    Letters count when they are options (any letter when ``options`` is None) and stand alone
+    in uppercase or in brackets, so "a or an" in prose is no hedge. A reward must not pay a
+    hedge whose last letter happens to be right.
+
+    Args:
+        text: The answer text.
+        options: As in :func:`extract_choice`.
+
+    Returns:
+        True for a hedge; False otherwise (and for anything but a string).
+    """
+    if not isinstance(text, str):
+        return False
+    letters = set(_letters(options))
+
+    def named(match: re.Match, first: int) -> str | None:
+        letter = (match.group(first) or match.group(first + 1) or "").upper()
+        return letter if letter in letters else None
+
+    for pair in _HEDGE_PAIR.finditer(text):
+        a, b = named(pair, 1), named(pair, 3)
+        if a and b and a != b:
+            return True
+    return any(named(m, 1) for m in _NEGATED.finditer(text))
+
+
 def extract_choice(text: Any, options: Any = None) -> str | None:
     """The option letter a reply chooses, or None.
 
@@ -120,7 +158,9 @@ def extract_choice(text: Any, options: Any = None) -> str | None:
        when a lowercase word follows them (the article and the pronoun).
 
     A letter that is not an option gives None; several different letters give None, repeats
-    of the same one do not (``"B. B is correct"``).
+    of the same one do not (``"B. B is correct"``). A hedge gives None before any rule runs
+    (`is_hedge`: ``"A or B"``, ``"A/B"``, ``"A, B"``, ``"either A or C"``, ``"not A"``): a
+    reply that offers two options or rules one out has chosen none.
 
     Args:
         text: The answer text.
@@ -134,6 +174,8 @@ def extract_choice(text: Any, options: Any = None) -> str | None:
         return None
     letters = _letters(options)
     text = text.strip()
+    if is_hedge(text, options):
+        return None
 
     def valid(found: set[str]) -> str | None:
         found = {f.upper() for f in found}

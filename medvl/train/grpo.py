@@ -190,7 +190,7 @@ class GRPOTrainer(Trainer):
         truncated = ~stops.any(dim=1)
         texts = [vlm.tokenizer.decode(row[m.bool() & ~s], skip_special_tokens=False)
                  for row, m, s in zip(ids, mask, stops, strict=True)]  # fmt: skip
-        total, parts = self.score(texts, item, encoded.context, ids, mask)
+        total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist())
         return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts)
 
     def score(
@@ -200,10 +200,14 @@ class GRPOTrainer(Trainer):
         context: Any = None,
         completion_ids: torch.Tensor | None = None,
         completion_mask: torch.Tensor | None = None,
+        truncated: Sequence[bool] | None = None,
     ) -> tuple[torch.Tensor, dict[str, list[float | None]]]:
-        """Weighted total reward ``(G,)`` and each reward's raw values of G completions."""
+        """Weighted total reward ``(G,)`` and each reward's raw values of G completions
+        (``truncated``: which hit ``max_new_tokens``; the answer rewards score them 0)."""
         n = len(texts)
         columns = {k: [v] * n for k, v in _sample_columns(item).items()}
+        if truncated is not None:
+            columns["truncated"] = list(truncated)
         if context is not None:
             columns["image_size"] = [tuple(context.image_size)] * n
         if completion_ids is not None:

@@ -79,7 +79,7 @@ class GRPOConfig(TrainConfig):
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     mask_truncated_completions: bool = False
-    rewards: list[str] = field(default_factory=lambda: ["format", "accuracy"])
+    rewards: list[str] = field(default_factory=lambda: ["format", "accuracy", "severity"])
     reward_weights: list[float] | None = None
 
     def __post_init__(self) -> None:

@@ -16,12 +16,17 @@ A completion is a string or a TRL conversational completion, a list of messages
 
 A reward gives ``None`` for a row it does not apply to (IoU for a choice question, accuracy for
 a grounding question); TRL ignores those rows for that reward. An unreadable answer to a row it
-does apply to scores 0.0. Scoring is :mod:`medvl.eval.metrics`' and :mod:`medvl.eval.extract`'s,
-so training and evaluation agree.
+does apply to scores 0.0, and so does an answer that was cut off: an ``<answer>`` block never
+closed, or a row whose optional ``truncated`` column is True (medvl's trainer passes it for
+completions that hit ``max_new_tokens``; TRL does not, and the unclosed tag still counts).
+A choice reply that hedges (``"A or B"``, ``"not A"``: :func:`medvl.eval.extract.is_hedge`)
+chooses nothing and scores 0.0 whatever the truth. Scoring is :mod:`medvl.eval.metrics`' and
+:mod:`medvl.eval.extract`'s, so training and evaluation agree.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -120,32 +125,47 @@ def accuracy_reward(
 
     Correctness is :func:`medvl.eval.metrics.answer_correct` on the answer that
     ``parse_response`` reads (the bare reply when there are no tags): option letter for
-    ``choice``, yes/no for ``closed``, normalised exact match for ``open``, exact grade for
-    ``severity``.
+    ``choice`` (a hedge reads as no letter), yes/no for ``closed``, normalised exact match
+    for ``open``. Severity rows are :func:`severity_reward`'s (partial credit): scored here
+    too, a right grade would be paid twice.
 
     Args:
         completions: One completion per row.
         answer: The reference answers (``Sample.answer``).
         answer_type: The rows' answer types.
         options: The rows' choice options (letter -> text, or None).
-        **kwargs: Other columns; ignored.
+        **kwargs: Other columns; ``truncated`` is read.
 
     Returns:
-        1.0 or 0.0 per row; None for grounding rows (use :func:`box_iou_reward`) and rows
-        without an answer or answer type.
+        1.0 or 0.0 per row; None for grounding rows (use :func:`box_iou_reward`), severity
+        rows (use :func:`severity_reward`) and rows without an answer or answer type.
     """
     n = len(completions)
     answers = _column(answer, n, "answer")
     kinds = _column(answer_type, n, "answer_type")
     opts = _column(options, n, "options")
+    said = _answers(completions, kwargs.get("truncated"))
     rewards: list[float | None] = []
-    for completion, ref, kind, opt in zip(completions, answers, kinds, opts, strict=True):
-        if ref is None or kind is None or kind == "grounding":
+    for text, ref, kind, opt in zip(said, answers, kinds, opts, strict=True):
+        if ref is None or kind is None or kind in ("grounding", "severity"):
             rewards.append(None)
             continue
-        said = parse_response(completion_text(completion)).answer
-        rewards.append(1.0 if answer_correct(said, ref, kind, opt) else 0.0)
+        rewards.append(1.0 if text is not None and answer_correct(text, ref, kind, opt) else 0.0)
     return rewards
+
+
+_UNCLOSED = re.compile(r"<answer>(?!.*</answer>)", re.S)
+
+
+def _answers(completions: Sequence[Any], truncated: Any) -> list[str | None]:
+    """The answer of each row for scoring: None when the reply was cut off (an unclosed
+    ``<answer>``, or ``truncated`` True for the row), else `parse_response`'s answer."""
+    cut = _column(truncated, len(completions), "truncated")
+    said: list[str | None] = []
+    for completion, was_cut in zip(completions, cut, strict=True):
+        text = completion_text(completion)
+        said.append(None if was_cut or _UNCLOSED.search(text) else parse_response(text).answer)
+    return said
 
 
 def _per_row_sizes(image_size: Any, n: int) -> list[Any]:
@@ -194,12 +214,12 @@ def box_iou_reward(family: str) -> RewardFunc:
     ) -> list[float | None]:
         n = len(completions)
         boxes, sizes = _column(box, n, "box"), _per_row_sizes(image_size, n)
+        answers = _answers(completions, kwargs.get("truncated"))
         rewards: list[float | None] = []
-        for completion, true, size in zip(completions, boxes, sizes, strict=True):
+        for said, true, size in zip(answers, boxes, sizes, strict=True):
             if true is None:
                 rewards.append(None)
                 continue
-            said = parse_response(completion_text(completion)).answer
             pred = parse_box_3d(said) if len(true) == 6 else parse_box(said, family, size)
             rewards.append(0.0 if pred is None or len(pred) != len(true) else box_iou(pred, true))
         return rewards
@@ -250,15 +270,13 @@ def severity_reward(
         tops = _column(max_grade, n, "max_grade")
     anatomy = _column(kwargs.get("anatomy"), n, "anatomy")
     modality = _column(kwargs.get("modality"), n, "modality")
+    answers = _answers(completions, kwargs.get("truncated"))
     rewards: list[float | None] = []
-    for completion, true, top, ana, mod in zip(
-        completions, grades, tops, anatomy, modality, strict=True
-    ):
+    for said, true, top, ana, mod in zip(answers, grades, tops, anatomy, modality, strict=True):
         if true is None:
             rewards.append(None)
             continue
         top = _scale_top(top, ana, mod)
-        said = parse_response(completion_text(completion)).answer
         error = severity_abs_error(extract_grade(said, max_grade=top), true)
         if error is None:
             rewards.append(0.0)

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medvl.eval import extract_choice, extract_grade, extract_yes_no, normalize_text
+from medvl.eval.extract import is_hedge
 
 OPTIONS = {"A": "Meniscal tear", "B": "No tear", "C": "Bone bruise", "D": "Joint effusion"}
 
@@ -46,6 +47,14 @@ OPTIONS = {"A": "Meniscal tear", "B": "No tear", "C": "Bone bruise", "D": "Joint
         ("   ", None),
         ("I cannot tell", None),
         ("Meniscal tear or bone bruise", None),
+        # Hedges choose nothing (they used to read as their last letter, or as the negated one).
+        ("A or B", None),
+        ("(A) or (B)", None),
+        ("Either A or C", None),
+        ("Both A and C", None),
+        ("A/B", None),
+        ("Not A", None),
+        ("The answer is not A", None),
     ],
 )
 def test_extract_choice(text, expected):
@@ -145,3 +154,13 @@ def test_extraction_never_raises(text, options):
     grade = extract_grade(text, max_grade=4)
     assert grade is None or 0 <= grade <= 4
     assert isinstance(normalize_text(text), str)
+
+
+@pytest.mark.parametrize(
+    ("text", "hedge"),
+    [("A or B", True), ("(a) or (b)", True), ("B, D", True), ("C & D", True),
+     ("not option B", True), ("B", False), ("A tear or B", False), ("B and only B", False),
+     ("a or an effusion", False), ("E or F", False), (None, False)],
+)  # fmt: skip
+def test_is_hedge(text, hedge):
+    assert is_hedge(text, OPTIONS) is hedge

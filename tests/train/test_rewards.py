@@ -72,7 +72,35 @@ def test_accuracy_reward_per_answer_type(wrap):
         answer_type=["choice", "choice", "closed", "open", "severity", "grounding", "closed"],
         options=[OPTIONS, OPTIONS, None, None, None, None, None],
     )
-    assert rewards == [1.0, 0.0, 1.0, 1.0, 1.0, None, 1.0]
+    # Severity rows are severity_reward's: not paid twice.
+    assert rewards == [1.0, 0.0, 1.0, 1.0, None, None, 1.0]
+
+
+@pytest.mark.parametrize(
+    "hedge",
+    ["A or B", "B or A", "(A) or (B)", "A/B", "A, B", "either A or B", "Both A and B",
+     "not A", "The answer is not A", "**A** or **B**"],
+)  # fmt: skip
+def test_a_hedge_scores_zero_whatever_the_truth(hedge, wrap):
+    for truth in ("A", "B"):
+        (got,) = accuracy_reward([wrap(reply(hedge))], answer=[truth], answer_type=["choice"],
+                                 options=[OPTIONS])  # fmt: skip
+        assert got == 0.0, (hedge, truth)
+
+
+def test_a_cut_off_answer_scores_zero(wrap):
+    cut = ["<think>It is torn.</think><answer>B", "<answer>B"]
+    for text in cut:
+        assert accuracy_reward([wrap(text)], answer=["B"], answer_type=["choice"],
+                               options=[OPTIONS]) == [0.0]  # fmt: skip
+        assert severity_reward([wrap(text.replace("B", "2"))], severity=[2]) == [0.0]
+        assert box_iou_reward("qwen2_vl")([wrap(text.replace("B", format_box(BOX, "qwen2_vl")))],
+                                          box=[BOX]) == [0.0]  # fmt: skip
+    # The trainer's truncated column: a complete-looking answer cut at max_new_tokens.
+    both = [reply("B"), reply("B")]
+    kw = {"answer": ["B", "B"], "answer_type": ["choice"] * 2, "options": [OPTIONS] * 2}
+    assert accuracy_reward(both, truncated=[False, True], **kw) == [1.0, 0.0]
+    assert accuracy_reward(both, **kw) == [1.0, 1.0]
 
 
 BOX = [0.1, 0.2, 0.5, 0.6]
@@ -175,7 +203,7 @@ def test_trl_signature_with_unrelated_columns():
     ]
     expected = {
         "format_reward": [1.0, 1.0, 1.0, 1.0],
-        "accuracy_reward": [1.0, 0.0, None, 1.0],
+        "accuracy_reward": [1.0, 0.0, None, None],
         "severity_reward": [None, None, None, 1.0],
         "box_iou_reward_qwen3_vl": [None, None, pytest.approx(1.0, abs=1e-6), None],
         "reasoning_length_reward_20_300": [0.3] * 4,  # 6 words of 20
