@@ -10,7 +10,8 @@ or ``python -m medvl.train.grpo --config configs/grpo_tiny.yaml [--key value ...
 One step takes ``batch_size`` prompts (dataset items). For each prompt:
 
 1. the question is encoded once (`MedVLM.encode_question`) and G = ``num_generations``
-   completions are sampled (``generate(..., num_return_sequences=G)``);
+   completions are sampled from one prefill of the prompt and its scan
+   (`medvl.train.rollouts.sample_group`: the KV cache is repeated to G rows);
 2. every reward scores the G completions with the Sample's columns (TRL signature, see
    `medvl.train.rewards`); the total is the weighted sum, a reward's None counting 0;
 3. advantages are relative to the group (`medvl.train.grpo_loss.group_advantages`, scaled by
@@ -34,8 +35,8 @@ memory; use ``beta: 0`` to avoid it).
 Several processes: each samples its own prompts; gradients are averaged with one all-reduce
 per trainable parameter that every process makes, whether or not it had a gradient.
 
-Limits: rollouts use ``generate``, which repeats the prompt G times (the shared prefix is used
-for the log-probs, not yet for sampling); the heads get no gradient.
+So the vision tower sees each scan once per pass (rollout, policy, reference) instead of G
+times. Limits: the heads get no gradient.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from medvl.train.grpo_loss import (
     reduce_loss,
 )
 from medvl.train.logprobs import shared_prefix_logprobs
+from medvl.train.rollouts import sample_group
 from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, subset
 
@@ -174,15 +176,13 @@ class GRPOTrainer(Trainer):
         was_training = vlm.training
         vlm.eval()
         try:
-            out = vlm.model.generate(
-                **inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
-                num_return_sequences=cfg.num_generations,
-                pad_token_id=vlm.tokenizer.pad_token_id,
+            ids = sample_group(
+                vlm.model, inputs, cfg.num_generations, cfg.max_new_tokens, vlm._stop_ids,
+                vlm.tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k,
+                top_p=cfg.top_p,
             )  # fmt: skip
         finally:
             vlm.train(was_training)
-        ids = out[:, inputs["input_ids"].shape[1] :]
         stops = torch.isin(ids, torch.tensor(vlm._stop_ids, device=ids.device))
         # Real tokens: up to and including the first stop (the model learns to stop too).
         before = (stops.long().cumsum(1) - stops.long()) == 0

@@ -1,0 +1,118 @@
+"""GRPO rollouts from one prefill: G completions of one prompt, with the prompt and its scan
+through the model once.
+
+``generate(num_return_sequences=G)`` (what TRL does) copies the prompt G times: the vision
+tower encodes the scan G times and the prompt is prefilled G times. :func:`sample_group` runs
+one prefix forward (batch 1) with ``use_cache=True``, repeats its KV cache to G rows
+(``batch_repeat_interleave``) and decodes the G samples on it, token by token, with explicit
+M-RoPE positions after the prompt (as `medvl.train.logprobs.shared_prefix_logprobs` does for
+the log-probs). Sampling uses transformers' own logits warpers (temperature, top-k, top-p, in
+``generate``'s order) and ``torch.multinomial`` on the global RNG, so with a fixed seed it
+draws what ``generate`` draws; greedy decoding gives ``generate``'s tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from medvl.train.logprobs import _check, _positions, _vlm
+
+__all__ = ["sample_group", "sampling_warpers"]
+
+
+def sampling_warpers(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Any:
+    """The logits warpers ``generate`` applies for these settings, in its order."""
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k and top_k > 0:
+        warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    return warpers
+
+
+@torch.no_grad()
+def sample_group(
+    model: nn.Module,
+    prompt_inputs: Mapping[str, Any],
+    num_samples: int,
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """G completions of one prompt decoded from one shared prefill.
+
+    Args:
+        model: A Qwen-VL model (optionally peft-wrapped), in eval mode.
+        prompt_inputs: The processor's output for one prompt (batch 1), with
+            ``mm_token_type_ids`` when it holds a scan.
+        num_samples: G.
+        max_new_tokens: Most tokens per completion.
+        stop_ids: Token ids that end a completion (end-of-turn, end-of-text).
+        pad_id: Written after a completion's stop token.
+        do_sample: Sample (True) or take the most likely token (False: the G rows are equal).
+        temperature: Sampling temperature.
+        top_k: Keep the k most likely tokens (0: off).
+        top_p: Nucleus sampling (1.0: off).
+
+    Returns:
+        ``(G, L)`` token ids, ``L <= max_new_tokens``: each row up to and including its first
+        stop token, then ``pad_id``; decoding ends when every row has stopped.
+    """
+    dummy = torch.zeros(1, 1, dtype=torch.long)
+    _check(prompt_inputs, dummy)
+    input_ids = prompt_inputs["input_ids"]
+    device, prompt_len = input_ids.device, input_ids.shape[1]
+    inner = _vlm(model).model
+    inner.rope_deltas = None  # a text-only prompt would keep a stale value (see logprobs)
+    prefix = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
+    cache = prefix.cache
+    if cache is None:
+        raise RuntimeError("the prefix forward returned no cache; sample_group needs use_cache")
+    cache.batch_repeat_interleave(num_samples)
+    warpers = sampling_warpers(temperature, top_k, top_p) if do_sample else None
+    stops = torch.tensor(list(stop_ids), device=device)
+    prompt_mask = prompt_inputs.get("attention_mask")
+    if prompt_mask is None:
+        prompt_mask = torch.ones(1, prompt_len, dtype=torch.long, device=device)
+    attention = prompt_mask.to(device, torch.long).expand(num_samples, -1)
+    logits = prefix.logits[:, -1].float().expand(num_samples, -1)
+    done = torch.zeros(num_samples, dtype=torch.bool, device=device)
+    tokens: list[torch.Tensor] = []
+    for step in range(max_new_tokens):
+        history = torch.stack(tokens, 1) if tokens else input_ids.new_zeros(num_samples, 0)
+        if do_sample:
+            scores = warpers(torch.cat([input_ids.expand(num_samples, -1), history], 1), logits)
+            next_ids = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)[:, 0]
+        else:
+            next_ids = logits.argmax(dim=-1)
+        next_ids = torch.where(done, torch.full_like(next_ids, pad_id), next_ids)
+        tokens.append(next_ids)
+        done = done | torch.isin(next_ids, stops)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        attention = torch.cat([attention, attention.new_ones(num_samples, 1)], dim=1)
+        out = model(
+            input_ids=next_ids[:, None],
+            attention_mask=attention,
+            position_ids=_positions(prompt_len + step, 1, num_samples, inner.rope_deltas, device),
+            cache=cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1].float()
+    return torch.stack(tokens, dim=1)
