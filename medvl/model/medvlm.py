@@ -230,7 +230,11 @@ class MedVLM(AnsweringMixin, nn.Module):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
-            self.model.save_pretrained(tmp)
+            if hasattr(self.model, "peft_config"):
+                # The adapter that trains, not a frozen one loaded beside it (GRPO's reference).
+                self.model.save_pretrained(tmp, selected_adapters=list(self.model.active_adapters))
+            else:
+                self.model.save_pretrained(tmp)
             self.processor.save_pretrained(tmp)
             if len(self.heads):
                 save_heads(self.heads, tmp / HEADS_NAME, self.heads_config)

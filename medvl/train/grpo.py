@@ -28,9 +28,11 @@ first are kept as the old ones, so from the second update on the ratio moves awa
 the clip binds. Each prompt's part is backpropagated as soon as it is computed, so only one
 group's graph is alive at a time.
 
-Reference model: with LoRA it is the same model under ``disable_adapter()`` (peft), no copy;
-with full fine-tuning and ``beta > 0`` a frozen deep copy of the start model (twice the weight
-memory; use ``beta: 0`` to avoid it).
+Reference model: the model GRPO started from. Started from a LoRA checkpoint (SFT's
+``final/``), GRPO continues its adapter and the reference is a frozen copy of that adapter
+loaded beside it (peft's second adapter: adapter-sized memory); with a new LoRA it is the same
+model under ``disable_adapter()``, no copy; with full fine-tuning and ``beta > 0`` a frozen
+deep copy of the start model (twice the weight memory; use ``beta: 0`` to avoid it).
 
 Several processes: each samples its own prompts; gradients are averaged with one all-reduce
 per trainable parameter that every process makes, whether or not it had a gradient.
@@ -70,11 +72,13 @@ from medvl.train.grpo_loss import (
 from medvl.train.logprobs import shared_prefix_logprobs
 from medvl.train.rollouts import sample_group
 from medvl.train.run_folder import start_run
-from medvl.train.trainer import Trainer, expand_resume, subset
+from medvl.train.trainer import Trainer, expand_resume, holds_adapter, subset
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout", "build_rewards", "grpo_loss", "run_grpo"]
 
 logger = logging.getLogger(__name__)
+
+REFERENCE_ADAPTER = "reference"  # the start checkpoint's adapter, frozen, for the KL term
 
 
 def _as_items(batch: list) -> list:
@@ -147,9 +151,14 @@ class GRPOTrainer(Trainer):
             collate_fn=_as_items, generator=torch.Generator().manual_seed(cfg.seed),
         )  # fmt: skip
         self.is_lora = hasattr(model.model, "disable_adapter")
-        self.ref_model = None
+        self.ref_model, self.ref_adapter = None, None
         if cfg.beta > 0 and not self.is_lora:  # full fine-tuning: a frozen copy of the start
             self.ref_model = copy.deepcopy(model.model).eval().requires_grad_(False)
+        elif cfg.beta > 0 and holds_adapter(cfg.model):
+            # Started from a LoRA checkpoint (SFT's output): the reference is that model, so a
+            # frozen copy of its adapter sits beside the one that trains (adapter-sized).
+            model.model.load_adapter(cfg.model, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+            self.ref_adapter = REFERENCE_ADAPTER
         self._prepare(model, loader, len(self.train_dataset))
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
@@ -229,12 +238,22 @@ class GRPOTrainer(Trainer):
 
     @contextmanager
     def _reference(self) -> Iterator[Any]:
-        """The reference model's inner HF model (adapters off, or the frozen copy)."""
+        """The reference model's inner HF model: the frozen copy (full fine-tuning), the start
+        checkpoint's adapter (frozen, from a LoRA checkpoint) or the base (a new adapter
+        disabled)."""
+        hf = self.vlm.model
         if self.ref_model is not None:
             yield self.ref_model
+        elif self.ref_adapter is not None:
+            training = hf.active_adapter
+            hf.set_adapter(self.ref_adapter, inference_mode=True)
+            try:
+                yield hf
+            finally:  # makes the training adapter trainable again, the reference frozen
+                hf.set_adapter(training)
         else:
-            with self.vlm.model.disable_adapter():
-                yield self.vlm.model
+            with hf.disable_adapter():
+                yield hf
 
     def loss_mask(self, rollout: Rollout) -> torch.Tensor:
         """The tokens that count in the loss: the completion mask, without truncated

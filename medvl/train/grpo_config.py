@@ -24,8 +24,10 @@ class GRPOConfig(TrainConfig):
 
     The shared fields are `TrainConfig`'s; for GRPO, ``train_manifest`` holds the prompts (each
     Sample is one group), ``batch_size`` is prompts per optimizer step (per process), ``heads``
-    are loaded but get no gradient from the reward, and with LoRA the reference model for the
-    KL term is the same model with its adapters disabled (no second copy); with full
+    are loaded but get no gradient from the reward, and the reference model for the KL term is
+    the model GRPO started from: a ``model`` folder holding a LoRA adapter (SFT's ``final/``)
+    keeps training that adapter (``lora`` is not used) beside a frozen copy of it; with a new
+    ``lora`` the reference is the model with the adapter disabled (no second copy); with full
     fine-tuning and ``beta > 0`` a frozen copy of the start model is kept. GRPO adds:
 
     Attributes:

@@ -27,7 +27,7 @@ from medvl.train.checkpoint import (
 from medvl.train.run_folder import LOG_FILE, append_log, save_final, truncate_log
 from medvl.train.train_config import TrainConfig
 
-__all__ = ["FINAL_DIR", "Trainer", "expand_resume", "load_model"]
+__all__ = ["FINAL_DIR", "Trainer", "expand_resume", "holds_adapter", "load_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,27 @@ _FREE_KEYS = ("resume_from", "output_dir", "progress", "report_to", "run_name", 
               "save_every", "keep_last", "eval_every", "num_workers")  # fmt: skip
 
 
+def holds_adapter(model: str) -> bool:
+    """Whether ``model`` is a folder with a LoRA adapter (a medvl LoRA checkpoint)."""
+    return (Path(model).expanduser() / "adapter_config.json").is_file()
+
+
 def load_model(config: TrainConfig) -> Any:
     """The `MedVLM` that ``config`` names, with its LoRA and heads (weights of new modules are
-    drawn from the current torch RNG: seed first)."""
+    drawn from the current torch RNG: seed first).
+
+    A checkpoint that holds a LoRA adapter (an SFT output's ``final/``) keeps training that
+    adapter: ``config.lora`` is then not used (a second adapter on top is not supported).
+    """
     from medvl.model.medvlm import MedVLM
 
+    lora = config.lora
+    if lora is not None and holds_adapter(config.model):
+        logger.info("%s holds a LoRA adapter: training continues it; the lora settings "
+                    "are not used", config.model)  # fmt: skip
+        lora = None
     return MedVLM.from_pretrained(
-        config.model, lora=config.lora, heads=config.heads or None, dtype=config.dtype
+        config.model, lora=lora, heads=config.heads or None, dtype=config.dtype
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from medvl.config import ConfigError
 from medvl.data.dataset import DatasetConfig
@@ -181,3 +182,59 @@ def test_full_finetuning_keeps_a_frozen_reference(manifest, tiny_model_path, tmp
     trainer.train()
     assert all(torch.equal(p, ref_before[n]) for n, p in trainer.ref_model.named_parameters())
     assert trainer.history[-1]["kl"] > 0  # the policy moved away from the reference
+
+
+@pytest.fixture(scope="module")
+def sft_final(manifest, tiny_model_path, tmp_path_factory) -> Path:
+    """A LoRA SFT output (adapter, box head, grounding tokens), as the README makes it."""
+    from medvl.train.sft import SFTConfig, SFTTrainer
+
+    out = tmp_path_factory.mktemp("sft")
+    config = SFTConfig(
+        model=str(tiny_model_path("qwen2_5_vl")), train_manifest=str(manifest),
+        dataset=DatasetConfig(size=32), output_dir=str(out), lora=LORA, heads=["box"],
+        max_steps=3, lr=5e-2, save_every=None, report_to="none", progress=False,
+    )  # fmt: skip
+    return SFTTrainer(config).train()
+
+
+def test_grpo_from_an_sft_lora_checkpoint_keeps_it_as_reference(manifest, sft_final, tmp_path):
+    """The README's command: GRPO continues SFT's adapter, and the KL reference is the SFT
+    model (first step: policy = reference, KL 0), not the base without the adapter."""
+    from medvl.cli import main
+
+    out = tmp_path / "run"
+    assert main([
+        "grpo", "--config", str(ROOT / "configs" / "grpo_tiny.yaml"), "--model", str(sft_final),
+        "--num_generations", "8", "--train_manifest", str(manifest), "--output_dir", str(out),
+        "--max_steps", "2", "--max_new_tokens", "6", "--dataset.size", "32",
+        "--report_to", "none", "--progress", "false", "--lr", "5e-2", "--batch_size", "1",
+    ]) == 0  # fmt: skip
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # policy = reference at the start
+    final = out / "final"
+    assert (final / "adapter_model.safetensors").exists() and not (final / "reference").exists()
+
+    # With a reward that has spread, the adapter moves away from SFT's, and the KL grows.
+    config = GRPOConfig.from_yaml(out / "config.yaml", [
+        "--output_dir", str(tmp_path / "spread"), "--rewards", "format", "--reward_weights", "1",
+    ])  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+    trainer.train()
+    assert trainer.history[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert trainer.history[1]["kl"] > 1e-6
+    before, after = (load_file(f / "adapter_model.safetensors")
+                     for f in (sft_final, tmp_path / "spread" / "final"))  # fmt: skip
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "lora_B" in k)
+
+    # The wrong reference, for contrast: the base model without SFT's adapter is far away.
+    config = GRPOConfig.from_yaml(out / "config.yaml", ["--max_steps", "1"])
+    trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+    rollout = trainer.rollout(trainer.train_dataset[0])
+    rollout.advantages = torch.zeros(rollout.rewards.shape)
+    _, tokens = trainer.group_loss(rollout, trainer._sizes([rollout]))
+    assert float(tokens.kl.sum()) == pytest.approx(0.0, abs=1e-5)
+    trainer.ref_adapter = None  # disable_adapter(): the base, the wrong reference
+    _, tokens = trainer.group_loss(rollout, trainer._sizes([rollout]))
+    assert float(tokens.kl.sum()) > 1e-3
