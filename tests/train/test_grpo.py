@@ -4,10 +4,15 @@ a toy verifiable reward rises, configs load with overrides, checkpoints are writ
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from medvl.config import ConfigError
@@ -238,3 +243,97 @@ def test_grpo_from_an_sft_lora_checkpoint_keeps_it_as_reference(manifest, sft_fi
     trainer.ref_adapter = None  # disable_adapter(): the base, the wrong reference
     _, tokens = trainer.group_loss(rollout, trainer._sizes([rollout]))
     assert float(tokens.kl.sum()) > 1e-3
+
+
+# -- in real processes: SIGKILL and resume, two ranks under torchrun -----------------------------
+
+DRIVER = Path(__file__).with_name("grpo_driver.py")
+
+
+def _driver_config(manifest: Path, model: Path, out: Path, **changes) -> Path:
+    config = {
+        "model": str(model), "train_manifest": str(manifest), "dataset": {"size": 32},
+        "output_dir": str(out), "lora": None, "max_steps": 6, "batch_size": 2,
+        "num_generations": 4, "max_new_tokens": 8, "lr": 1e-2, "beta": 0.04,
+        "num_iterations": 2, "save_every": 2, "keep_last": None, "log_every": 1, "seed": 5,
+        "report_to": "none", "progress": False,
+    }  # fmt: skip
+    config.update(changes)
+    path = out.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_sigkill_after_a_checkpoint_then_resume_matches(manifest, tiny_model_path, tmp_path):
+    model = tiny_model_path("qwen2_5_vl")
+    runs = {}
+    for name in ("whole", "killed"):
+        runs[name] = _driver_config(manifest, model, tmp_path / name)
+    whole = _run([sys.executable, str(DRIVER), str(runs["whole"])])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = _run([sys.executable, str(DRIVER), str(runs["killed"])], KILL_AFTER_CHECKPOINT="4")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [p.name for p in list_checkpoints(tmp_path / "killed")][-1] == "checkpoint-4"
+    resumed = _run([sys.executable, str(DRIVER), str(runs["killed"]), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    want = torch.load(tmp_path / "whole" / "weights-rank0.pt")
+    got = torch.load(tmp_path / "killed" / "weights-rank0.pt")
+    start = {n: p for n, p in GRPOTrainer(make_config(manifest, model, tmp_path / "start",
+             lora=None), reward_funcs=[low_ids]).vlm.named_parameters()}  # fmt: skip
+    assert any(not torch.equal(want[k], start[k].detach()) for k in want)  # it trained
+    assert max(float((want[k] - got[k]).abs().max()) for k in want) <= 1e-6
+    logs = [[json.loads(line) for line in (tmp_path / r / "train_log.jsonl").open()]
+            for r in ("whole", "killed")]  # fmt: skip
+    assert [r["step"] for r in logs[1]] == list(range(1, 7))
+    assert [r["reward"] for r in logs[1]] == pytest.approx([r["reward"] for r in logs[0]])
+
+
+def test_two_ranks_one_with_equal_rewards_finish_and_agree(manifest, tiny_model_path, tmp_path):
+    """Rank 1's groups all have equal rewards, so it skips every backward; it still joins each
+    all-reduce, the run ends (no deadlock) and both ranks hold the same weights."""
+    config = _driver_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "run",
+                            max_steps=3, batch_size=1, beta=0.0, save_every=None)  # fmt: skip
+    run = _run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", str(DRIVER), str(config)],
+               ACCELERATE_USE_CPU="true")  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    out = tmp_path / "run"
+    histories = [json.loads((out / f"history-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(h["reward_std"] == 0.0 for h in histories[1])  # rank 1: nothing to learn
+    assert any(h["reward_std"] > 0.0 for h in histories[0])
+    ranks = [torch.load(out / f"weights-rank{r}.pt") for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+
+
+def test_each_group_is_scored_against_its_own_sample(tiny_model_path, tmp_path):
+    """B = 2 prompts of distinct scans in one step: every rollout's reward sees its own
+    Sample's columns (id, answer, box), G times, and nothing of the other's."""
+    seen: list[tuple] = []
+
+    def own_columns(completions, id, answer, box, **kwargs) -> list[float]:
+        seen.append((tuple(id), tuple(answer), tuple(map(str, box))))
+        return [float(i) for i in range(len(completions))]  # spread: every group trains
+
+    two = generate_phantom_dataset(tmp_path / "data", n=2, modalities=("chest",), progress=False)
+    config = make_config(two, tiny_model_path("qwen2_5_vl"), tmp_path / "run", beta=0.0,
+                         max_steps=1)  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[own_columns])
+    items = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    first = items[0]["sample"]
+    other = next(it for it in items if it["sample"].image != first.image
+                 and it["sample"].answer != first.answer)  # fmt: skip
+    items = [items[0], other]
+    trainer.step(items)
+    assert len(seen) == 2
+    for (ids, answers, boxes), item in zip(seen, items, strict=True):
+        sample = item["sample"]
+        assert ids == (sample.id,) * 4 and answers == (sample.answer,) * 4
+        assert len(set(boxes)) == 1
+    assert seen[0][0] != seen[1][0]
