@@ -38,7 +38,8 @@ Several processes: each samples its own prompts; gradients are averaged with one
 per trainable parameter that every process makes, whether or not it had a gradient.
 
 So the vision tower sees each scan once per pass (rollout, policy, reference) instead of G
-times. Limits: the heads get no gradient.
+times, and a frozen tower (LoRA on the language model) once per step
+(`medvl.train.vision_memo.vision_once`). Limits: the heads get no gradient.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from medvl.train.logprobs import shared_prefix_logprobs
 from medvl.train.rollouts import sample_group
 from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, holds_adapter, subset
+from medvl.train.vision_memo import vision_once
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout", "build_rewards", "grpo_loss", "run_grpo"]
 
@@ -333,6 +335,10 @@ class GRPOTrainer(Trainer):
     def step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """One step on a batch of prompts: rollouts, then ``num_iterations`` optimizer
         updates on them; returns the logged values (averaged over the updates)."""
+        with vision_once(self.vlm.model):  # a frozen tower encodes each scan once per step
+            return self._step(items)
+
+    def _step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         acc, cfg = self.accelerator, self.config
         started = time.perf_counter()
         rollouts = [self.rollout(item) for item in items]

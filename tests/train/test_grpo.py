@@ -337,3 +337,41 @@ def test_each_group_is_scored_against_its_own_sample(tiny_model_path, tmp_path):
         assert ids == (sample.id,) * 4 and answers == (sample.answer,) * 4
         assert len(set(boxes)) == 1
     assert seen[0][0] != seen[1][0]
+
+
+def test_a_frozen_vision_tower_runs_once_per_step(manifest, tiny_model_path, tmp_path) -> None:
+    """LoRA on the language model: rollout, reference and policy passes share one encoding of
+    the scan, and the loss and its gradients are those of encoding it every time."""
+    from medvl.train.logprobs import _vlm
+    from medvl.train.vision_memo import vision_once
+
+    config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "run", beta=0.04,
+                         batch_size=1)  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+    rows: list[int] = []
+    visual = _vlm(trainer.vlm.model).model.visual
+    visual.patch_embed.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    item = trainer.train_dataset[0]
+    inputs = trainer.encode(item).inputs
+    scan = sum(v.shape[0] for k, v in inputs.items() if k.startswith("pixel_values"))
+    rows.clear()
+    trainer.step([item])
+    assert sum(rows) == scan  # once, not three times (rollout, reference, policy)
+
+    rollout = trainer.rollout(item)
+    rollout.advantages = torch.linspace(-1, 1, rollout.rewards.numel())
+    params = trainer.vlm.trainable_parameters()
+
+    def loss_and_grads() -> tuple[float, list[torch.Tensor]]:
+        trainer.optimizer.zero_grad()
+        loss, _ = trainer.group_loss(rollout, trainer._sizes([rollout]))
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in params if p.grad is not None]
+
+    plain = loss_and_grads()
+    with vision_once(trainer.vlm.model) as reused:
+        memo = loss_and_grads()
+    assert reused
+    assert memo[0] == pytest.approx(plain[0], abs=1e-6)
+    assert len(memo[1]) == len(plain[1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(memo[1], plain[1], strict=True))
