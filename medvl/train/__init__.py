@@ -25,8 +25,8 @@ _LAZY = {
     "ConfigError": "medvl.config",
     "YamlConfig": "medvl.config",
     "TrainerState": "medvl.train.checkpoint",
-    "latest_checkpoint": "medvl.train.checkpoint",
-    "list_checkpoints": "medvl.train.checkpoint",
+    "latest_checkpoint": "medvl.train.checkpoint_folders",
+    "list_checkpoints": "medvl.train.checkpoint_folders",
     "SFTConfig": "medvl.train.sft_config",
     "SFTTrainer": "medvl.train.sft",
     "run_sft": "medvl.train.sft",
@@ -39,7 +39,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from medvl.config import ConfigError, YamlConfig
-    from medvl.train.checkpoint import TrainerState, latest_checkpoint, list_checkpoints
+    from medvl.train.checkpoint import TrainerState
+    from medvl.train.checkpoint_folders import latest_checkpoint, list_checkpoints
     from medvl.train.grpo import GRPOTrainer, run_grpo
     from medvl.train.grpo_config import GRPOConfig
     from medvl.train.sft import SFTTrainer, run_sft

@@ -1,4 +1,5 @@
-"""Atomic training checkpoints with the state for an exact resume.
+"""Atomic training checkpoints with the state for an exact resume: writing and reading one.
+Finding, choosing and pruning them in a run folder is `medvl.train.checkpoint_folders`.
 
 A checkpoint is a folder ``<output_dir>/checkpoint-<step>``::
 
@@ -42,7 +43,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -52,25 +52,24 @@ import torch
 from safetensors.torch import load_file
 
 from medvl._io import atomic_write_text, swap_in
+from medvl.train.checkpoint_folders import (
+    ACCELERATE_DIR,
+    PREFIX,
+    STATE_FILE,
+    TMP_PREFIX,
+    prune_checkpoints,
+)
 
 __all__ = [
+    "STATE_FILE",
     "TrainerState",
-    "latest_checkpoint",
-    "list_checkpoints",
     "load_checkpoint",
-    "prune_checkpoints",
     "register_trainable_state_hooks",
-    "resolve_resume",
     "save_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-checkpoint-"
-STATE_FILE = "trainer_state.json"
-ACCELERATE_DIR = "accelerate"
-_STEP = re.compile(rf"^{PREFIX}(\d+)$")
 
 
 @dataclasses.dataclass
@@ -103,58 +102,6 @@ class TrainerState:
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _step_of(path: Path) -> int | None:
-    match = _STEP.match(path.name)
-    return int(match.group(1)) if match else None
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in ``output_dir``, oldest (lowest step) first."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = [
-        p for p in root.iterdir()
-        if p.is_dir() and _step_of(p) is not None and (p / STATE_FILE).is_file()
-    ]  # fmt: skip
-    return sorted(found, key=_step_of)
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The highest-step complete checkpoint, or None."""
-    found = list_checkpoints(output_dir)
-    return found[-1] if found else None
-
-
-def resolve_resume(
-    resume_from: str | os.PathLike | None, output_dir: str | os.PathLike
-) -> Path | None:
-    """``None`` -> None; ``"latest"`` -> the latest checkpoint of ``output_dir`` (None if there is
-    none yet, so ``--resume`` also starts a fresh run); a path -> that checkpoint.
-
-    Raises:
-        FileNotFoundError: A path that is not a complete checkpoint.
-    """
-    if resume_from is None:
-        return None
-    if str(resume_from) == "latest":
-        return latest_checkpoint(output_dir)
-    path = Path(resume_from)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
-    return path
-
-
-def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int | None) -> list[Path]:
-    """Deletes all but the newest ``keep_last`` checkpoints (None or 0 keeps all)."""
-    if not keep_last:
-        return []
-    old = list_checkpoints(output_dir)[:-keep_last]
-    for path in old:
-        shutil.rmtree(path)
-    return old
 
 
 def _trainable_names(model: torch.nn.Module) -> set[str]:

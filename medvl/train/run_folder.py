@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medvl._io import atomic_write_text, swap_in
-from medvl.train.checkpoint import resolve_resume
+from medvl.train.checkpoint_folders import resolve_resume
 
 __all__ = ["LOG_FILE", "append_log", "remove_stale_tmp", "save_final", "start_run", "truncate_log"]
 

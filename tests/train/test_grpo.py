@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from medvl.config import ConfigError
 from medvl.data.dataset import DatasetConfig
 from medvl.data.phantom_samples import generate_phantom_dataset
-from medvl.train.checkpoint import STATE_FILE, list_checkpoints
+from medvl.train.checkpoint_folders import STATE_FILE, list_checkpoints
 from medvl.train.grpo import GRPOConfig, GRPOTrainer, run_grpo
 from medvl.train.grpo_loss import group_advantages
 

@@ -20,7 +20,19 @@ from medvl.model.inputs import show_scan  # noqa: E402
 from medvl.train.rewards import default_rewards, format_reward  # noqa: E402
 
 
-def test_trl_grpo_trainer_runs_medvl_rewards(tiny_model_path, tmp_path: Path) -> None:
+@pytest.fixture
+def fresh_accelerator_state():
+    """TRL's Trainer sets accelerate's process-wide state; the next test's Accelerator must
+    start from scratch."""
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_trl_grpo_trainer_runs_medvl_rewards(
+    tiny_model_path, tmp_path: Path, fresh_accelerator_state
+) -> None:
     manifest = generate_phantom_dataset(tmp_path / "data", n=1, modalities=("chest",),
                                         progress=False)  # fmt: skip
     settings = DatasetConfig(size=32)
@@ -44,7 +56,7 @@ def test_trl_grpo_trainer_runs_medvl_rewards(tiny_model_path, tmp_path: Path) ->
     args = trl.GRPOConfig(
         output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, num_generations=4,
         max_completion_length=8, max_steps=len(rows), learning_rate=1e-5, report_to="none",
-        use_cpu=True, save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
+        use_cpu=True, bf16=False, save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
     )  # fmt: skip
     trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards, args=args,
                               train_dataset=Dataset.from_list(rows),

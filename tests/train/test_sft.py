@@ -21,12 +21,8 @@ from medvl.data.manifest import read_manifest, write_manifest
 from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.model.medvlm import MedVLM
 from medvl.scans.boxes import paired_box_iou
-from medvl.train.checkpoint import (
-    STATE_FILE,
-    TrainerState,
-    latest_checkpoint,
-    list_checkpoints,
-)
+from medvl.train.checkpoint import TrainerState
+from medvl.train.checkpoint_folders import STATE_FILE, latest_checkpoint, list_checkpoints
 from medvl.train.run_folder import remove_stale_tmp
 from medvl.train.sft import SFTConfig, SFTTrainer
 
