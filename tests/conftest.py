@@ -38,3 +38,18 @@ def tiny_model_path(medvl_cache: Path) -> Callable[..., Path]:
         return build_tiny_model(family, size, cache_dir=medvl_cache)
 
     return get
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state (mixed precision included): a test that sets
+    another (TRL's Trainer, a bf16 run) starts and leaves it fresh for the others; it may call
+    the yielded function to reset it in between."""
+    from accelerate.state import AcceleratorState
+
+    def reset() -> None:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+    reset()
+    yield reset
+    reset()

@@ -70,7 +70,7 @@ from medvl.train.grpo_loss import (
     grpo_loss,
     reduce_loss,
 )
-from medvl.train.logprobs import shared_prefix_logprobs
+from medvl.train.logprobs import completion_logprobs, shared_prefix_logprobs
 from medvl.train.rollouts import sample_group
 from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, holds_adapter, subset
@@ -187,11 +187,12 @@ class GRPOTrainer(Trainer):
         was_training = vlm.training
         vlm.eval()
         try:
-            ids = sample_group(
-                vlm.model, inputs, cfg.num_generations, cfg.max_new_tokens, vlm._stop_ids,
-                vlm.tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k,
-                top_p=cfg.top_p,
-            )  # fmt: skip
+            with self.accelerator.autocast():
+                ids = sample_group(
+                    vlm.model, inputs, cfg.num_generations, cfg.max_new_tokens, vlm._stop_ids,
+                    vlm.tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k,
+                    top_p=cfg.top_p,
+                )  # fmt: skip
         finally:
             vlm.train(was_training)
         stops = torch.isin(ids, torch.tensor(vlm._stop_ids, device=ids.device))
@@ -278,9 +279,13 @@ class GRPOTrainer(Trainer):
         args = (rollout.inputs, rollout.completion_ids, rollout.completion_mask)
         ref = None
         if cfg.beta > 0:
-            with torch.no_grad(), self._reference() as ref_model:
+            # The forwards call the inner model, not accelerate's wrapper: autocast here.
+            with torch.no_grad(), self._reference() as ref_model, self.accelerator.autocast():
                 ref = shared_prefix_logprobs(ref_model, *args, temperature=cfg.temperature)
-        logp = shared_prefix_logprobs(hf, *args, temperature=cfg.temperature)
+        # A checkpointed forward in training mode keeps no KV cache to share.
+        policy = completion_logprobs if cfg.gradient_checkpointing else shared_prefix_logprobs
+        with self.accelerator.autocast():
+            logp = policy(hf, *args, temperature=cfg.temperature)
         if cfg.num_iterations > 1 and rollout.old_logp is None:
             # Before the first update these weights are the ones that sampled.
             rollout.old_logp = logp.detach()
@@ -335,7 +340,7 @@ class GRPOTrainer(Trainer):
     def step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """One step on a batch of prompts: rollouts, then ``num_iterations`` optimizer
         updates on them; returns the logged values (averaged over the updates)."""
-        with vision_once(self.vlm.model):  # a frozen tower encodes each scan once per step
+        with vision_once(self.vlm.model):
             return self._step(items)
 
     def _step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:

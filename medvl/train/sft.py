@@ -59,11 +59,8 @@ class SFTTrainer(Trainer):
         eval_dataset: Dataset | None = None,
     ) -> None:
         model = self._start(
-            config, model, gradient_accumulation_steps=config.gradient_accumulation_steps,
-            mixed_precision=config.mixed_precision,
-        )  # fmt: skip
-        if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            config, model, gradient_accumulation_steps=config.gradient_accumulation_steps
+        )
         if train_dataset is None:
             train_dataset = MedVLDataset(config.train_manifest, config.dataset)
         if eval_dataset is None and config.eval_manifest:

@@ -6,7 +6,6 @@ The config half of the TRL-shaped pair (`medvl.train.sft.SFTTrainer` is the othe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from medvl.train.train_config import TrainConfig
 
@@ -32,11 +31,9 @@ class SFTConfig(TrainConfig):
         gradient_accumulation_steps: Micro-batches per optimizer step.
         eval_every: Eval loss every N optimizer steps (None: only at the end, if there is an
             eval manifest).
-        mixed_precision: ``no``, ``bf16`` or ``fp16`` (accelerate's autocast).
         box_loss_weight: Weight of the box head loss.
         mask_loss_weight: Weight of the mask head loss.
         num_workers: DataLoader worker processes.
-        gradient_checkpointing: Trade compute for memory in the language model.
     """
 
     output_dir: str = "outputs/sft"
@@ -48,11 +45,9 @@ class SFTConfig(TrainConfig):
     eval_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     eval_every: int | None = None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     box_loss_weight: float = 1.0
     mask_loss_weight: float = 1.0
     num_workers: int = 0
-    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -49,6 +49,10 @@ class TrainConfig(YamlConfig):
         resume_from: ``"latest"`` (the newest checkpoint in ``output_dir``, or a fresh start if
             none) or a checkpoint folder; None starts fresh.
         progress: Show a tqdm bar (main process only).
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (accelerate's autocast).
+        gradient_checkpointing: Trade compute for memory in the language model (GRPO then
+            computes log-probs with full forwards: a checkpointed forward keeps no KV cache to
+            share).
     """
 
     model: str = "tiny:qwen2_5_vl-tiny"
@@ -76,6 +80,8 @@ class TrainConfig(YamlConfig):
     run_name: str = "train"
     resume_from: str | None = None
     progress: bool = True
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if not self.train_manifest:

@@ -97,10 +97,12 @@ class Trainer:
             logger.warning("report_to=tensorboard but tensorboard is not installed; not logging")
         self.accelerator = Accelerator(
             log_with="tensorboard" if tensorboard else None, project_dir=str(self.output_dir),
-            **accelerator_kwargs,
+            mixed_precision=config.mixed_precision, **accelerator_kwargs,
         )  # fmt: skip
         set_seed(config.seed)  # before the model: new LoRA/head weights come from this RNG
         model = model if model is not None else load_model(config)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         if hasattr(getattr(model, "config", None), "set_view"):  # a MedVLM's config
             self._sync_model_config(model.config)
         return model

@@ -375,3 +375,37 @@ def test_a_frozen_vision_tower_runs_once_per_step(manifest, tiny_model_path, tmp
     assert memo[0] == pytest.approx(plain[0], abs=1e-6)
     assert len(memo[1]) == len(plain[1]) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(memo[1], plain[1], strict=True))
+
+
+def test_gradient_checkpointing_and_bf16_autocast(
+    manifest, tiny_model_path, tmp_path, fresh_accelerator_state
+) -> None:
+    """Gradient checkpointing gives the loss and gradients of the plain run (log-probs from
+    full forwards, a checkpointed forward keeps no cache); bf16 autocast runs a step."""
+    results = []
+    for checkpointing in (False, True):
+        config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / str(checkpointing),
+                             gradient_checkpointing=checkpointing, beta=0.04)  # fmt: skip
+        trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+        torch.manual_seed(0)
+        rollout = trainer.rollout(trainer.train_dataset[0])
+        rollout.advantages = torch.linspace(-1, 1, rollout.rewards.numel())
+        trainer.vlm.train()
+        loss, _ = trainer.group_loss(rollout, trainer._sizes([rollout]))
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.vlm.trainable_parameters() if p.grad is not None]
+        results.append((float(loss), grads, rollout.completion_ids))
+    (plain_loss, plain_grads, ids), (ckpt_loss, ckpt_grads, ckpt_ids) = results
+    assert torch.equal(ids, ckpt_ids)
+    assert ckpt_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert len(plain_grads) == len(ckpt_grads) > 0
+    pairs = zip(plain_grads, ckpt_grads, strict=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in pairs)
+
+    fresh_accelerator_state()  # accelerate fixes the precision per process: start anew
+    config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "bf16",
+                         mixed_precision="bf16")  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+    assert trainer.accelerator.mixed_precision == "bf16"
+    record = trainer.step([trainer.train_dataset[0]])
+    assert record["loss"] == record["loss"]  # ran, not NaN

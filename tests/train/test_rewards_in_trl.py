@@ -20,16 +20,6 @@ from medvl.model.inputs import show_scan  # noqa: E402
 from medvl.train.rewards import default_rewards, format_reward  # noqa: E402
 
 
-@pytest.fixture
-def fresh_accelerator_state():
-    """TRL's Trainer sets accelerate's process-wide state; the next test's Accelerator must
-    start from scratch."""
-    from accelerate.state import AcceleratorState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def test_trl_grpo_trainer_runs_medvl_rewards(
     tiny_model_path, tmp_path: Path, fresh_accelerator_state
 ) -> None:
