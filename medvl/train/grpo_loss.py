@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from medvl.train import rewards as R
+from medvl.train.reasoning_reward import reasoning_length_reward
 
 __all__ = [
     "LOSS_TYPES",
@@ -45,7 +46,7 @@ def build_rewards(names: Sequence[str], family: str) -> list[R.RewardFunc]:
         "accuracy": lambda: R.accuracy_reward,
         "box_iou": lambda: R.box_iou_reward(family),
         "severity": lambda: R.severity_reward,
-        "reasoning_length": R.reasoning_length_reward,
+        "reasoning_length": reasoning_length_reward,
     }
     unknown = [n for n in names if n not in table]
     if unknown:

@@ -46,7 +46,6 @@ __all__ = [
     "completion_text",
     "default_rewards",
     "format_reward",
-    "reasoning_length_reward",
     "severity_reward",
 ]
 
@@ -285,49 +284,6 @@ def severity_reward(
         else:
             rewards.append(max(0.0, 1.0 - error / top))
     return rewards
-
-
-def reasoning_length_reward(min_words: int = 20, max_words: int = 300) -> RewardFunc:
-    """A reward for reasoning of a sensible length, in words of the ``<think>`` block.
-
-    1.0 for ``min_words <= words <= max_words``; below the band it ramps linearly from 0.0 at
-    no words up to 1.0 at ``min_words``; above it falls linearly from 1.0 at ``max_words`` to
-    0.0 at ``2 * max_words`` and stays 0.0. A reply without a think block (or an empty one)
-    scores 0.0. Words are whitespace-separated tokens.
-
-    Args:
-        min_words: Bottom of the band (>= 0).
-        max_words: Top of the band (>= ``min_words``, > 0).
-
-    Returns:
-        ``reward(completions, **kwargs) -> list[float | None]`` named
-        ``reasoning_length_reward_<min>_<max>``; never None per row.
-
-    Raises:
-        ValueError: For a band that is not ``0 <= min_words <= max_words``, ``max_words > 0``.
-    """
-    if not 0 <= min_words <= max_words or max_words <= 0:
-        raise ValueError(
-            f"need 0 <= min_words <= max_words and max_words > 0, got {min_words}, {max_words}"
-        )
-
-    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        rewards: list[float | None] = []
-        for completion in completions:
-            reasoning = parse_response(completion_text(completion)).reasoning
-            words = len(reasoning.split()) if reasoning else 0
-            if words == 0:
-                rewards.append(0.0)
-            elif words < min_words:
-                rewards.append(words / min_words)
-            elif words <= max_words:
-                rewards.append(1.0)
-            else:
-                rewards.append(max(0.0, 1.0 - (words - max_words) / max_words))
-        return rewards
-
-    reward.__name__ = reward.__qualname__ = f"reasoning_length_reward_{min_words}_{max_words}"
-    return reward
 
 
 DEFAULT_REWARDS: list[RewardFunc] = [format_reward, accuracy_reward, severity_reward]
