@@ -284,8 +284,9 @@ class GRPOTrainer(Trainer):
                 ref = shared_prefix_logprobs(ref_model, *args, temperature=cfg.temperature)
         # A checkpointed forward in training mode keeps no KV cache to share.
         policy = completion_logprobs if cfg.gradient_checkpointing else shared_prefix_logprobs
+        entropy: list[torch.Tensor] = []
         with self.accelerator.autocast():
-            logp = policy(hf, *args, temperature=cfg.temperature)
+            logp = policy(hf, *args, temperature=cfg.temperature, entropy=entropy)
         if cfg.num_iterations > 1 and rollout.old_logp is None:
             # Before the first update these weights are the ones that sampled.
             rollout.old_logp = logp.detach()
@@ -296,6 +297,7 @@ class GRPOTrainer(Trainer):
             epsilon_high=cfg.epsilon_high,
             importance_sampling_level=cfg.importance_sampling_level,
         )  # fmt: skip
+        tokens.entropy = entropy[0] * mask
         return reduce_loss(tokens.loss, mask, cfg.loss_type, **sizes), tokens
 
     def _sizes(self, rollouts: Sequence[Rollout]) -> dict[str, int]:
@@ -351,7 +353,7 @@ class GRPOTrainer(Trainer):
         for r, adv in zip(rollouts, group_advantages(rewards, cfg.scale_rewards), strict=True):
             r.advantages = adv
         sizes = self._sizes(rollouts)
-        sums = dict.fromkeys(("loss", "kl", "clip_low", "clip_high"), 0.0)
+        sums = dict.fromkeys(("loss", "kl", "clip_low", "clip_high", "entropy"), 0.0)
         grad_norms = []
         for _ in range(cfg.num_iterations):
             sync = acc.no_sync(self.model) if acc.num_processes > 1 else nullcontext()
@@ -366,6 +368,7 @@ class GRPOTrainer(Trainer):
                     sums["kl"] += float(tokens.kl.sum())
                     sums["clip_low"] += float(tokens.clipped_low.sum())
                     sums["clip_high"] += float(tokens.clipped_high.sum())
+                    sums["entropy"] += float(tokens.entropy.sum())
             norm = self._update()
             if norm is not None:
                 grad_norms.append(norm)
@@ -377,6 +380,7 @@ class GRPOTrainer(Trainer):
             "kl": sums["kl"] / (mu * n_tokens),
             "clip_ratio/low": sums["clip_low"] / (mu * n_tokens),
             "clip_ratio/high": sums["clip_high"] / (mu * n_tokens),
+            "entropy": sums["entropy"] / (mu * n_tokens),
             "reward": float(rewards.mean()),
             "reward_std": float(rewards.std(dim=1).mean()),
             "completion_length": float(lengths.mean()),

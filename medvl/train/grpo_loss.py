@@ -83,12 +83,14 @@ class TokenLoss:
         kl: The k3 KL estimate (no grad; zeros when ``beta == 0``).
         clipped_low: 1 where ``ratio < 1 - epsilon`` and ``A < 0`` (the clip binds below).
         clipped_high: 1 where ``ratio > 1 + epsilon_high`` and ``A > 0`` (binds above).
+        entropy: The policy's entropy per token (no grad), when the caller measured it.
     """
 
     loss: torch.Tensor
     kl: torch.Tensor
     clipped_low: torch.Tensor
     clipped_high: torch.Tensor
+    entropy: torch.Tensor | None = None
 
 
 def grpo_loss(

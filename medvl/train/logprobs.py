@@ -56,10 +56,17 @@ def _mask(completion_ids: torch.Tensor, completion_mask: torch.Tensor | None) ->
 
 
 def _token_logprobs(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    entropy: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """log_softmax(logits / temperature)[..., token] in fp32; logits (..., V), tokens (...)."""
+    """log_softmax(logits / temperature)[..., token] in fp32; logits (..., V), tokens (...).
+    With ``entropy`` given, the distribution's entropy (no grad) is appended to it."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    if entropy is not None:
+        with torch.no_grad():
+            entropy.append(-(logp.exp() * logp).sum(-1))
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -79,6 +86,7 @@ def completion_logprobs(
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor | None = None,
     temperature: float = 1.0,
+    entropy: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Reference per-token log-probs: G full forwards (prompt + scan + completion), batched.
 
@@ -90,6 +98,8 @@ def completion_logprobs(
         completion_mask: ``(G, L)``, 1 on real tokens; ``None`` means all real.
         temperature: The logits are divided by it (the sampling temperature: the log-probs
             are those of the distribution the completions were drawn from).
+        entropy: A list that receives the ``(G, L)`` entropy of each token's distribution
+            (no grad, 0 on padding), for logging.
 
     Returns:
         ``(G, L)`` log-probs of the completion tokens (0 on padding).
@@ -117,7 +127,11 @@ def completion_logprobs(
         )
     # Logits at positions P-1 .. P+L-2 predict the L completion tokens.
     logits = model(**inputs, use_cache=False, logits_to_keep=length + 1).logits[:, :-1]
-    return _token_logprobs(logits, completion_ids, temperature) * mask
+    found: list[torch.Tensor] = []
+    logp = _token_logprobs(logits, completion_ids, temperature, found) * mask
+    if entropy is not None:
+        entropy.append(found[0] * mask)
+    return logp
 
 
 def shared_prefix_logprobs(
@@ -126,6 +140,7 @@ def shared_prefix_logprobs(
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor | None = None,
     temperature: float = 1.0,
+    entropy: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Per-token log-probs with the scan encoded once and the prompt's KV cache shared.
 
@@ -149,10 +164,13 @@ def shared_prefix_logprobs(
     # text-only prompt leaves it alone, so clear a stale value from an earlier batch first.
     inner.rope_deltas = None
     prefix = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
+    found: list[torch.Tensor] = []
     first = _token_logprobs(
-        prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0], temperature
+        prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0], temperature, found
     )
     if length == 1:
+        if entropy is not None:
+            entropy.append(found[0][:, None] * mask)
         return first[:, None] * mask
     cache = prefix.cache
     if cache is None:
@@ -176,7 +194,9 @@ def shared_prefix_logprobs(
         cache=cache,
         use_cache=True,
     )
-    rest = _token_logprobs(out.logits, completion_ids[:, 1:], temperature)
+    rest = _token_logprobs(out.logits, completion_ids[:, 1:], temperature, found)
+    if entropy is not None:
+        entropy.append(torch.cat([found[0][:, None], found[1]], dim=1) * mask)
     return torch.cat([first[:, None], rest], dim=1) * mask
 
 

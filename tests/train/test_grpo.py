@@ -63,9 +63,12 @@ def test_one_step_updates_lora_and_writes_checkpoint(manifest, tiny_model_path, 
     changed = [n for n, before in named.items() if not torch.equal(now[n].detach(), before)]
     assert any("lora_B" in n for n in changed)
     record = trainer.history[-1]
-    for key in ("loss", "kl", "reward", "reward_std", "rewards/low_ids", "completion_length"):
+    keys = ("loss", "kl", "reward", "reward_std", "rewards/low_ids", "completion_length",
+            "entropy", "clip_ratio/low", "clip_ratio/high", "truncated", "step_time",
+            "tokens_per_s", "rewards/low_ids_std")  # fmt: skip
+    for key in keys:
         assert key in record and record[key] == record[key]  # present, not NaN
-    assert record["kl"] >= 0
+    assert record["kl"] >= 0 and record["entropy"] > 0
     # Checkpoint contract (medvl.train.checkpoint) and the final model.
     (ckpt,) = list_checkpoints(tmp_path / "run")
     assert ckpt.name == "checkpoint-1"

@@ -202,3 +202,19 @@ def test_temperature_divides_the_logits(loaded) -> None:
     assert _max_diff(shared, plain) > 1e-2
     first = torch.log_softmax(logits.float() / 0.7, dim=-1)[ids[0, 0]]
     assert float(shared[0, 0]) == pytest.approx(float(first), abs=TOL)
+
+
+def test_entropy_of_each_token_distribution(loaded) -> None:
+    model, processor = loaded("qwen2_5_vl")
+    inputs = _prompt(processor, "image")
+    ids, mask = _completions(processor)
+    shared, naive = [], []
+    with torch.no_grad():
+        shared_prefix_logprobs(model, inputs, ids, mask, temperature=0.7, entropy=shared)
+        completion_logprobs(model, inputs, ids, mask, temperature=0.7, entropy=naive)
+        logits = model(**inputs).logits[0, -1].float() / 0.7
+    assert shared[0].shape == ids.shape and _max_diff(shared[0], naive[0]) < TOL
+    assert not shared[0][mask == 0].any()
+    p = torch.softmax(logits, -1)
+    by_hand = float(-(p * p.log()).sum())
+    assert float(shared[0][0, 0]) == pytest.approx(by_hand, abs=1e-4)
