@@ -26,7 +26,14 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["extract_choice", "extract_grade", "extract_yes_no", "is_hedge", "normalize_text"]
+__all__ = [
+    "extract_choice",
+    "extract_choices",
+    "extract_grade",
+    "extract_yes_no",
+    "is_hedge",
+    "normalize_text",
+]
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -140,6 +147,35 @@ def is_hedge(text: Any, options: Any = None) -> bool:
         if a and b and a != b:
             return True
     return any(named(m, 1) for m in _NEGATED.finditer(text))
+
+
+_OR = re.compile(r"\bor\b|\beither\b|\bnot\b", re.I)
+
+
+def extract_choices(text: Any, options: Any = None) -> frozenset[str] | None:
+    """The set of option letters a reply gives to a question with several right options
+    (``"B, E, F"``, ``"(B) and (E)"``, ``"B E F"``), or None.
+
+    Letters count when they are options and stand alone in uppercase or in brackets. A reply
+    that offers alternatives or rules one out (``"B or E"``, ``"not B"``) gives None: a set
+    answer is the letters chosen, all of them.
+
+    Args:
+        text: The answer text.
+        options: As in :func:`extract_choice`.
+
+    Returns:
+        A frozenset of uppercase letters (one or more), or None. Never raises.
+    """
+    if not isinstance(text, str) or not text.strip() or _OR.search(text):
+        return None
+    letters = set(_letters(options))
+    found = {(a or b).upper() for a, b in re.findall(_HEDGE_LETTER, text)}
+    found = {f for f in found if f in letters}
+    if len(found) <= 1:  # one option, maybe by its text: extract_choice's rules
+        alone = extract_choice(text, options)
+        return None if alone is None else frozenset({alone})
+    return frozenset(found)
 
 
 def extract_choice(text: Any, options: Any = None) -> str | None:

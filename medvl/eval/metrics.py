@@ -26,6 +26,7 @@ score the same way.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,7 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from medvl.eval.extract import extract_choice, extract_grade, extract_yes_no, normalize_text
+from medvl.eval.extract import (
+    extract_choice,
+    extract_choices,
+    extract_grade,
+    extract_yes_no,
+    normalize_text,
+)
 from medvl.scans.boxes import paired_box_iou
 
 __all__ = [
@@ -45,6 +52,12 @@ __all__ = [
     "severity_abs_error",
     "token_f1",
 ]
+
+
+def reference_letters(answer: Any) -> frozenset[str]:
+    """The option letters of a choice reference: ``"B"`` -> {B}, ``"B,E,F"`` -> {B, E, F}."""
+    return frozenset(m.upper() for m in re.findall(r"(?<![A-Za-z])([A-Za-z])(?![A-Za-z])",
+                                                   str(answer)))  # fmt: skip
 
 
 def answer_correct(
@@ -60,7 +73,9 @@ def answer_correct(
         answer: The reference, as in ``Sample.answer``: a letter, ``yes``/``no``, free text or
             a grade (int or string).
         answer_type: ``choice`` (the letter read by :func:`extract_choice` equals the answer),
-            ``closed`` (:func:`extract_yes_no` equals it), ``open`` (exact match after
+            — for a reference of several letters (``"B,E,F"``) the set
+            :func:`extract_choices` reads equals it —, ``closed`` (:func:`extract_yes_no`
+            equals it), ``open`` (exact match after
             :func:`normalize_text`), ``severity`` (:func:`extract_grade` equals it exactly) or
             ``grounding`` (None: score boxes with :func:`box_iou`).
         options: The choice options, so that a reply may give an option's text.
@@ -74,6 +89,9 @@ def answer_correct(
     if answer_type == "grounding":
         return None
     if answer_type == "choice":
+        truth = reference_letters(answer)
+        if len(truth) > 1:  # several right options: the reply must give exactly that set
+            return extract_choices(prediction_text, options) == truth
         letter = extract_choice(prediction_text, options)
         return letter is not None and letter == str(answer).strip().upper()
     if answer_type == "closed":

@@ -164,3 +164,16 @@ def test_extraction_never_raises(text, options):
 )  # fmt: skip
 def test_is_hedge(text, hedge):
     assert is_hedge(text, OPTIONS) is hedge
+
+
+@pytest.mark.parametrize(
+    ("text", "letters"),
+    [("B, D", {"B", "D"}), ("(B) and (C)", {"B", "C"}), ("A B D", {"A", "B", "D"}),
+     ("The answers are B, C and D", {"B", "C", "D"}), ("B", {"B"}), ("No tear", {"B"}),
+     ("B or C", None), ("not A", None), ("E, F", None), ("", None)],
+)  # fmt: skip
+def test_extract_choices_reads_a_set(text, letters):
+    from medvl.eval.extract import extract_choices
+
+    got = extract_choices(text, OPTIONS)
+    assert got == (None if letters is None else frozenset(letters))

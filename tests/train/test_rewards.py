@@ -212,3 +212,11 @@ def test_trl_signature_with_unrelated_columns():
 def test_column_length_mismatch_is_loud():
     with pytest.raises(ValueError, match="answer"):
         accuracy_reward(["B", "C"], answer=["B"], answer_type=["choice", "choice"])
+
+
+def test_a_multi_answer_choice_is_scored_as_a_set(wrap):
+    options = {k: f"finding {k}" for k in "ABCDEF"}
+    said = ["B, E, F", "F, B and E", "B, E", "B, E, F, A", "B or E or F"]
+    got = accuracy_reward([wrap(reply(s)) for s in said], answer=["B,E,F"] * 5,
+                          answer_type=["choice"] * 5, options=[options] * 5)  # fmt: skip
+    assert got == [1.0, 1.0, 0.0, 0.0, 0.0]
