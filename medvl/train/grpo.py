@@ -66,6 +66,7 @@ from medvl.train.grpo_loss import (
     Rollout,
     TokenLoss,
     build_rewards,
+    entropy_shaped_advantages,
     group_advantages,
     grpo_loss,
     reduce_loss,
@@ -291,6 +292,11 @@ class GRPOTrainer(Trainer):
             # Before the first update these weights are the ones that sampled.
             rollout.old_logp = logp.detach()
         mask = self.loss_mask(rollout).to(logp.device)
+        if cfg.entropy_shaping > 0 and not rollout.shaped:  # once, at the first update
+            rollout.advantages = entropy_shaped_advantages(
+                rollout.advantages.to(logp.device), entropy[0], mask, cfg.entropy_shaping
+            )
+            rollout.shaped = True
         tokens = grpo_loss(
             logp, rollout.advantages.to(logp.device), mask, ref_logp=ref,
             old_logp=rollout.old_logp, beta=cfg.beta, epsilon=cfg.epsilon,

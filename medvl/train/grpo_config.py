@@ -53,6 +53,8 @@ class GRPOConfig(TrainConfig):
             completions × max_new_tokens).
         scale_rewards: Divide advantages by the reward std of the ``group``, the ``batch`` or
             ``none`` (Dr. GRPO).
+        entropy_shaping: α of uncertainty-aware advantage shaping
+            (`medvl.train.grpo_loss.entropy_shaped_advantages`; 0: off, below 1).
         mask_truncated_completions: Completions that hit ``max_new_tokens`` without ending
             take no part in the loss (DAPO); they still count in the group's advantages.
         rewards: Reward names, from ``format``, ``accuracy``, ``box_iou``, ``severity``,
@@ -81,6 +83,7 @@ class GRPOConfig(TrainConfig):
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     mask_truncated_completions: bool = False
+    entropy_shaping: float = 0.0
     rewards: list[str] = field(default_factory=lambda: ["format", "accuracy", "severity"])
     reward_weights: list[float] | None = None
 
@@ -91,6 +94,8 @@ class GRPOConfig(TrainConfig):
             raise ValueError(f"num_generations must be >= 2, got {self.num_generations}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.entropy_shaping < 1:
+            raise ValueError(f"entropy_shaping must be in [0, 1), got {self.entropy_shaping}")
         if self.beta < 0 or self.epsilon < 0 or (self.epsilon_high or 0) < 0:
             raise ValueError("beta, epsilon and epsilon_high must be >= 0")
         unknown = [r for r in self.rewards if r not in REWARD_NAMES]

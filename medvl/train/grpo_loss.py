@@ -27,6 +27,7 @@ __all__ = [
     "Rollout",
     "TokenLoss",
     "build_rewards",
+    "entropy_shaped_advantages",
     "group_advantages",
     "grpo_loss",
     "reduce_loss",
@@ -72,6 +73,35 @@ def group_advantages(rewards: torch.Tensor, scale_rewards: ScaleRewards = "group
     if scale_rewards == "none":
         return centred
     raise ValueError(f"scale_rewards must be group, batch or none, got {scale_rewards!r}")
+
+
+def entropy_shaped_advantages(
+    advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """Uncertainty-aware advantages of one group, in the spirit of OphthaReason's UADT (whose
+    code is unpublished; this is medvl's formula)::
+
+        H_i  = sum_t m_it H_it / max(1, sum_t m_it)      (completion i's mean token entropy)
+        z_i  = (H_i - mean(H)) / (std(H) + 1e-4)         (within the group)
+        A'_i = A_i * (1 + alpha * sign(A_i) * tanh(z_i))
+
+    A right answer reached with more uncertainty than the group's is pushed up more (a
+    hard-won success is worth learning), a confident wrong answer is pushed down more than a
+    hesitant one; signs never flip (``0 <= alpha < 1``) and a zero advantage stays zero.
+
+    Args:
+        advantages: ``(G,)``.
+        entropy: ``(G, L)`` token entropies (no grad).
+        mask: ``(G, L)``.
+        alpha: Strength, in [0, 1).
+    """
+    if not 0 <= alpha < 1:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    mask = mask.to(entropy.dtype)
+    mean_entropy = (entropy * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    z = (mean_entropy - mean_entropy.mean()) / (mean_entropy.std() + STD_EPS)
+    adv = advantages.to(entropy.dtype)
+    return adv * (1 + alpha * torch.sign(adv) * torch.tanh(z))
 
 
 @dataclass
@@ -212,6 +242,8 @@ class Rollout:
         advantages: ``(G,)`` (`group_advantages`; set by the trainer for the whole batch).
         old_logp: ``(G, L)`` log-probs under the sampling weights, kept from the first update
             when ``num_iterations > 1``.
+        shaped: The advantages were shaped by entropy already (first update), so later
+            updates on the same rollouts use the same ones.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -223,3 +255,4 @@ class Rollout:
     reward_parts: dict[str, list[float | None]]
     advantages: torch.Tensor | None = None
     old_logp: torch.Tensor | None = None
+    shaped: bool = False

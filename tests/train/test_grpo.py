@@ -116,6 +116,21 @@ def test_second_update_on_the_same_rollouts_is_clipped(manifest, tiny_model_path
     assert clipped(records[2]) > 0.0, records[2]
 
 
+def test_entropy_shaping_is_applied_once_per_rollout(manifest, tiny_model_path, tmp_path):
+    config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "run", beta=0.0,
+                         entropy_shaping=0.5, num_iterations=2)  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+    rollout = trainer.rollout(trainer.train_dataset[0])
+    plain = group_advantages(rollout.rewards[None], "group")[0]
+    rollout.advantages = plain.clone()
+    trainer.group_loss(rollout, trainer._sizes([rollout]))
+    shaped = rollout.advantages.clone()
+    assert rollout.shaped and not torch.allclose(shaped, plain.to(shaped.device))
+    assert torch.equal(torch.sign(shaped), torch.sign(plain.to(shaped.device)))
+    trainer.group_loss(rollout, trainer._sizes([rollout]))  # the second update: unchanged
+    assert torch.equal(rollout.advantages, shaped)
+
+
 def test_truncated_completions_leave_the_loss(manifest, tiny_model_path, tmp_path) -> None:
     config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "run",
                          mask_truncated_completions=True, max_new_tokens=3)  # fmt: skip

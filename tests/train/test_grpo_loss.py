@@ -129,3 +129,24 @@ def test_reduce_loss_each_type() -> None:
     assert halves == pytest.approx(2.25)
     with pytest.raises(ValueError, match="loss_type"):
         reduce_loss(per_token, mask, "ppo", **sizes)
+
+
+def test_entropy_shaped_advantages_by_hand() -> None:
+    from medvl.train.grpo_loss import entropy_shaped_advantages
+
+    # Mean entropies 1 (confident) and 3 (hesitant; its padding token's 9 must not count):
+    # z = -/+ 1 / (sqrt(2) + 1e-4), tanh(0.70706) = 0.60877.
+    entropy = torch.tensor([[1.0, 1.0], [3.0, 9.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    t = math.tanh(1 / (math.sqrt(2) + 1e-4))
+    # A confident right answer is boosted less, a hesitant wrong one punished less:
+    got = entropy_shaped_advantages(torch.tensor([1.0, -1.0]), entropy, mask, alpha=0.5)
+    assert torch.allclose(got, torch.tensor([1 - 0.5 * t, -(1 - 0.5 * t)]))
+    # ... a hesitant right answer boosted more, a confident wrong one punished more.
+    got = entropy_shaped_advantages(torch.tensor([-1.0, 1.0]), entropy, mask, alpha=0.5)
+    assert torch.allclose(got, torch.tensor([-(1 + 0.5 * t), 1 + 0.5 * t]))
+    assert not entropy_shaped_advantages(torch.zeros(2), entropy, mask, alpha=0.9).any()
+    assert torch.equal(entropy_shaped_advantages(torch.tensor([1.0, -1.0]), entropy, mask, 0.0),
+                       torch.tensor([1.0, -1.0]))  # fmt: skip
+    with pytest.raises(ValueError, match="alpha"):
+        entropy_shaped_advantages(torch.ones(2), entropy, mask, alpha=1.0)
