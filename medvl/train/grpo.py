@@ -72,7 +72,7 @@ from medvl.train.grpo_loss import (
     reduce_loss,
 )
 from medvl.train.logprobs import completion_logprobs, shared_prefix_logprobs
-from medvl.train.rollouts import sample_group
+from medvl.train.rollouts import read_head_boxes, sample_group
 from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, holds_adapter, subset
 from medvl.train.vision_memo import vision_once
@@ -203,7 +203,12 @@ class GRPOTrainer(Trainer):
         truncated = ~stops.any(dim=1)
         texts = [vlm.tokenizer.decode(row[m.bool() & ~s], skip_special_tokens=False)
                  for row, m, s in zip(ids, mask, stops, strict=True)]  # fmt: skip
-        total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist())
+        head_boxes = None
+        if any(f is R.box_head_iou_reward for f in self.reward_funcs):
+            with self.accelerator.autocast():
+                head_boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
+        total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
+                                  head_boxes)  # fmt: skip
         return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts)
 
     def score(
@@ -214,13 +219,17 @@ class GRPOTrainer(Trainer):
         completion_ids: torch.Tensor | None = None,
         completion_mask: torch.Tensor | None = None,
         truncated: Sequence[bool] | None = None,
+        head_boxes: Sequence[list[float] | None] | None = None,
     ) -> tuple[torch.Tensor, dict[str, list[float | None]]]:
         """Weighted total reward ``(G,)`` and each reward's raw values of G completions
-        (``truncated``: which hit ``max_new_tokens``; the answer rewards score them 0)."""
+        (``truncated``: which hit ``max_new_tokens``; the answer rewards score them 0;
+        ``head_boxes``: the box head's boxes, for `box_head_iou_reward`)."""
         n = len(texts)
         columns = {k: [v] * n for k, v in _sample_columns(item).items()}
         if truncated is not None:
             columns["truncated"] = list(truncated)
+        if head_boxes is not None:
+            columns["head_box"] = list(head_boxes)
         if context is not None:
             columns["image_size"] = [tuple(context.image_size)] * n
         if completion_ids is not None:

@@ -14,7 +14,7 @@ from medvl.train.train_config import TrainConfig
 
 __all__ = ["REWARD_NAMES", "GRPOConfig"]
 
-REWARD_NAMES = ("format", "accuracy", "box_iou", "severity", "reasoning_length")
+REWARD_NAMES = ("format", "accuracy", "box_iou", "box_head", "severity", "reasoning_length")
 """Names ``rewards`` accepts (see `medvl.train.rewards`)."""
 
 
@@ -59,7 +59,8 @@ class GRPOConfig(TrainConfig):
             (`medvl.train.grpo_loss.entropy_shaped_advantages`; 0: off, below 1).
         mask_truncated_completions: Completions that hit ``max_new_tokens`` without ending
             take no part in the loss (DAPO); they still count in the group's advantages.
-        rewards: Reward names, from ``format``, ``accuracy``, ``box_iou``, ``severity``,
+        rewards: Reward names, from ``format``, ``accuracy``, ``box_iou``, ``box_head`` (the
+            box head's prediction; needs a model with a box head), ``severity``,
             ``reasoning_length`` (`medvl.train.rewards`).
         reward_weights: One weight per reward (None: all 1.0). A reward's None for a row (it
             does not apply) counts as 0 for that row.

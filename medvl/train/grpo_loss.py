@@ -40,12 +40,14 @@ ScaleRewards = Literal["group", "batch", "none"]
 
 
 def build_rewards(names: Sequence[str], family: str) -> list[R.RewardFunc]:
-    """Reward functions for config names (``format``, ``accuracy``, ``box_iou``, ``severity``,
-    ``reasoning_length``); ``box_iou`` reads boxes the way ``family`` writes them."""
+    """Reward functions for config names (``format``, ``accuracy``, ``box_iou``, ``box_head``,
+    ``severity``, ``reasoning_length``); ``box_iou`` reads boxes the way ``family`` writes
+    them, ``box_head`` takes the box head's prediction."""
     table: dict[str, Callable[[], R.RewardFunc]] = {
         "format": lambda: R.format_reward,
         "accuracy": lambda: R.accuracy_reward,
         "box_iou": lambda: R.box_iou_reward(family),
+        "box_head": lambda: R.box_head_iou_reward,
         "severity": lambda: R.severity_reward,
         "reasoning_length": reasoning_length_reward,
     }

@@ -156,22 +156,58 @@ def shared_prefix_logprobs(
     _check(prompt_inputs, completion_ids)
     mask = _mask(completion_ids, completion_mask)
     n_groups, length = completion_ids.shape
-    prompt_len = prompt_inputs["input_ids"].shape[1]
-    device = completion_ids.device
+    # The last completion token predicts nothing: the tokens before it run on the prefix.
+    prefix, out = _on_shared_prefix(model, prompt_inputs, completion_ids[:, :-1], mask[:, :-1])
+    found: list[torch.Tensor] = []
+    first = _token_logprobs(
+        prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0], temperature, found
+    )
+    if out is None:
+        if entropy is not None:
+            entropy.append(found[0][:, None] * mask)
+        return first[:, None] * mask
+    rest = _token_logprobs(out.logits, completion_ids[:, 1:], temperature, found)
+    if entropy is not None:
+        entropy.append(torch.cat([found[0][:, None], found[1]], dim=1) * mask)
+    return torch.cat([first[:, None], rest], dim=1) * mask
 
+
+def shared_prefix_hidden_states(
+    model: nn.Module,
+    prompt_inputs: Mapping[str, Any],
+    token_ids: torch.Tensor,
+    token_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The last layer's hidden states at each of G token sequences that follow one prompt,
+    ``(G, L, D)``, with the prompt and its scan through the model once (what the grounding
+    heads read at their tokens)."""
+    _check(prompt_inputs, token_ids)
+    mask = _mask(token_ids, token_mask)
+    _, out = _on_shared_prefix(model, prompt_inputs, token_ids, mask, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+def _on_shared_prefix(
+    model: nn.Module,
+    prompt_inputs: Mapping[str, Any],
+    tokens: torch.Tensor,
+    tokens_mask: torch.Tensor,
+    **kwargs: Any,
+) -> tuple[Any, Any]:
+    """One prefix forward over the prompt (batch 1, ``use_cache=True``), its cache repeated to
+    the G rows of ``tokens`` and ``tokens`` run on top with ``position_ids = arange(P, P + T) +
+    rope_deltas`` (3 x G x T) and an attention mask of length P + T. Returns both outputs (the
+    second None when ``tokens`` is empty)."""
+    n_groups, length = tokens.shape
+    prompt_len = prompt_inputs["input_ids"].shape[1]
+    device = tokens.device
     inner = _vlm(model).model
     # The prefix forward (cache length 0) sets rope_deltas from the prompt's M-RoPE; a
     # text-only prompt leaves it alone, so clear a stale value from an earlier batch first.
     inner.rope_deltas = None
     prefix = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
-    found: list[torch.Tensor] = []
-    first = _token_logprobs(
-        prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0], temperature, found
-    )
-    if length == 1:
-        if entropy is not None:
-            entropy.append(found[0][:, None] * mask)
-        return first[:, None] * mask
+    if length == 0:
+        return prefix, None
     cache = prefix.cache
     if cache is None:
         raise RuntimeError(
@@ -179,25 +215,18 @@ def shared_prefix_logprobs(
             "gradient checkpointing?); use completion_logprobs there"
         )
     cache.batch_repeat_interleave(n_groups)
-    position_ids = _positions(prompt_len, length - 1, n_groups, inner.rope_deltas, device)
+    position_ids = _positions(prompt_len, length, n_groups, inner.rope_deltas, device)
     prompt_mask = prompt_inputs.get("attention_mask")
     if prompt_mask is None:
         prompt_mask = torch.ones(1, prompt_len, dtype=torch.long, device=device)
     attention_mask = torch.cat(
-        [prompt_mask.to(device, mask.dtype).expand(n_groups, -1), mask[:, :-1]], dim=1
+        [prompt_mask.to(device, tokens_mask.dtype).expand(n_groups, -1), tokens_mask], dim=1
     )
-    tokens = completion_ids[:, :-1]
     out = model(
-        input_ids=tokens,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        cache=cache,
-        use_cache=True,
-    )
-    rest = _token_logprobs(out.logits, completion_ids[:, 1:], temperature, found)
-    if entropy is not None:
-        entropy.append(torch.cat([found[0][:, None], found[1]], dim=1) * mask)
-    return torch.cat([first[:, None], rest], dim=1) * mask
+        input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
+        cache=cache, use_cache=True, **kwargs,
+    )  # fmt: skip
+    return prefix, out
 
 
 def _positions(

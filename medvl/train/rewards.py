@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_REWARDS",
     "RewardFunc",
     "accuracy_reward",
+    "box_head_iou_reward",
     "box_iou_reward",
     "completion_text",
     "default_rewards",
@@ -225,6 +226,43 @@ def box_iou_reward(family: str) -> RewardFunc:
 
     reward.__name__ = reward.__qualname__ = f"box_iou_reward_{family}"
     return reward
+
+
+def box_head_iou_reward(
+    completions: Sequence[Any],
+    box: Sequence[Sequence[float] | None],
+    head_box: Sequence[Sequence[float] | None] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """IoU of the box head's prediction with the row's reference box, instead of a box
+    written in the text.
+
+    ``head_box`` is the box head's output in medvl's scan coordinates, one per row (None
+    where the completion has no ``<|box|>`` token): `medvl.train.grpo.GRPOTrainer` computes
+    it, from the hidden state at the completion's box token (appended for grounding
+    questions), when this reward is among its rewards. As at inference, the head reads a box
+    whether or not the reply was complete, so ``truncated`` does not zero this reward.
+
+    Returns:
+        Per row: the IoU; 0.0 without a head box; None for rows without a reference box.
+
+    Raises:
+        ValueError: Without a ``head_box`` column (TRL does not compute one).
+    """
+    n = len(completions)
+    if head_box is None:
+        raise ValueError("box_head_iou_reward needs the head_box column (medvl's GRPOTrainer "
+                         "computes it from the model's box head)")  # fmt: skip
+    boxes, heads = _column(box, n, "box"), _column(head_box, n, "head_box")
+    rewards: list[float | None] = []
+    for true, pred in zip(boxes, heads, strict=True):
+        if true is None:
+            rewards.append(None)
+        elif pred is None or len(pred) != len(true):
+            rewards.append(0.0)
+        else:
+            rewards.append(box_iou(list(pred), list(true)))
+    return rewards
 
 
 def _scale_top(max_grade: Any, anatomy: Any, modality: Any) -> int | None:

@@ -25,9 +25,9 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from medvl.train.logprobs import _check, _positions, _vlm
+from medvl.train.logprobs import _check, _positions, _vlm, shared_prefix_hidden_states
 
-__all__ = ["sample_group", "sampling_warpers"]
+__all__ = ["read_head_boxes", "sample_group", "sampling_warpers"]
 
 
 def sampling_warpers(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Any:
@@ -116,3 +116,63 @@ def sample_group(
         )
         logits = out.logits[:, -1].float()
     return torch.stack(tokens, dim=1)
+
+
+@torch.no_grad()
+def read_head_boxes(
+    vlm: Any,
+    prompt_inputs: Mapping[str, Any],
+    ids: torch.Tensor,
+    stops: torch.Tensor,
+    context: Any,
+) -> list[list[float] | None]:
+    """The box head's box for each of G completions, in scan coordinates.
+
+    Read at each completion's first ``<|box|>`` token (appended after the reply for a
+    grounding question, as `MedVLM.answer` does), with the prompt and scan run once for the
+    group (`medvl.train.logprobs.shared_prefix_hidden_states`), in eval mode.
+
+    Args:
+        vlm: The `MedVLM`.
+        prompt_inputs: The prompt's model inputs (batch 1).
+        ids: ``(G, L)`` sampled tokens.
+        stops: ``(G, L)``, True at end-of-turn / padding tokens.
+        context: The question's `AnswerContext` (``scan_ndim``, ``answer_type``).
+
+    Returns:
+        One ``[x1, y1, x2, y2]`` / ``[x1, y1, z1, x2, y2, z2]`` per completion; None for a
+        completion without the token, or for all when the model has no box head of that kind.
+    """
+    name = f"box{context.scan_ndim}d"
+    if name not in vlm.heads:
+        return [None] * ids.shape[0]
+    box_id, grounding = vlm._box_id, context.answer_type == "grounding"
+    probes = []
+    for row, stop in zip(ids, stops, strict=True):
+        reply = row[: int(stop.nonzero()[0]) if stop.any() else row.shape[0]]
+        if grounding and not bool((reply == box_id).any()):
+            reply = torch.cat([reply, reply.new_tensor([box_id])])
+        probes.append(reply)
+    width = max(len(p) for p in probes)
+    if width == 0:  # every completion ended at once, none with a box token
+        return [None] * len(probes)
+    tokens = ids.new_full((len(probes), width), vlm.tokenizer.pad_token_id)
+    mask = torch.zeros_like(tokens)
+    for i, probe in enumerate(probes):
+        tokens[i, : len(probe)], mask[i, : len(probe)] = probe, 1
+    was_training = vlm.training
+    vlm.eval()
+    try:
+        hidden = shared_prefix_hidden_states(vlm.model, prompt_inputs, tokens, mask)
+    finally:
+        vlm.train(was_training)
+    head = vlm.heads[name]
+    boxes: list[list[float] | None] = []
+    for i in range(len(probes)):
+        at = ((tokens[i] == box_id) & mask[i].bool()).nonzero()
+        if len(at) == 0:
+            boxes.append(None)
+            continue
+        state = hidden[i, int(at[0])].to(next(head.parameters()).device)
+        boxes.append(head(state[None])[0].float().cpu().tolist())
+    return boxes

@@ -427,3 +427,38 @@ def test_gradient_checkpointing_and_bf16_autocast(
     assert trainer.accelerator.mixed_precision == "bf16"
     record = trainer.step([trainer.train_dataset[0]])
     assert record["loss"] == record["loss"]  # ran, not NaN
+
+
+def test_box_head_reward_reads_the_head_at_the_box_token(manifest, sft_final, tmp_path) -> None:
+    """From an SFT model with a box head: each grounding completion gets the head's box at
+    its <|box|> token (appended), equal to a plain full forward's, and the reward is its IoU."""
+    from medvl.model.heads.readout import extend_with_reply
+    from medvl.train.rewards import box_head_iou_reward
+    from medvl.train.rollouts import read_head_boxes
+
+    config = make_config(manifest, sft_final, tmp_path / "run", lora=None,
+                         rewards=["box_head"], reward_weights=[1.0])  # fmt: skip
+    trainer = GRPOTrainer(config)
+    assert trainer.reward_funcs == [box_head_iou_reward]
+    vlm = trainer.vlm
+    item = next(it for it in trainer.train_dataset if it["sample"].answer_type == "grounding")
+    rollout = trainer.rollout(item)
+    boxes = rollout.reward_parts["box_head_iou_reward"]
+    assert len(boxes) == 4 and all(0.0 <= b <= 1.0 for b in boxes)
+
+    encoded = trainer.encode(item)
+    stops = torch.isin(rollout.completion_ids, torch.tensor(vlm._stop_ids))
+    got = read_head_boxes(vlm, rollout.inputs, rollout.completion_ids, stops, encoded.context)
+    assert all(len(b) == 4 for b in got)
+    # The same box from one plain forward over prompt + reply + <|box|>.
+    row, stop = rollout.completion_ids[0], stops[0]
+    reply = row[: int(stop.nonzero()[0]) if stop.any() else len(row)]
+    batch = extend_with_reply(rollout.inputs, reply.cpu(), [vlm._box_id])
+    with torch.no_grad():
+        vlm.eval()
+        hidden = vlm.model(**batch, output_hidden_states=True).hidden_states[-1][0]
+    at = int((batch["input_ids"][0] == vlm._box_id).nonzero()[-1])
+    want = vlm.heads["box2d"](hidden[at][None])[0].tolist()
+    assert got[0] == pytest.approx(want, abs=1e-4)
+    expected = box_head_iou_reward(["x"] * 4, box=[item["box"]] * 4, head_box=got)
+    assert boxes == pytest.approx(expected, abs=1e-4)

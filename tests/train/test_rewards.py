@@ -220,3 +220,13 @@ def test_a_multi_answer_choice_is_scored_as_a_set(wrap):
     got = accuracy_reward([wrap(reply(s)) for s in said], answer=["B,E,F"] * 5,
                           answer_type=["choice"] * 5, options=[options] * 5)  # fmt: skip
     assert got == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_box_head_iou_reward_reads_the_head_box_column():
+    from medvl.train.rewards import box_head_iou_reward
+
+    got = box_head_iou_reward(["a", "b", "c", "d"], box=[BOX, BOX, BOX, None],
+                              head_box=[BOX, SHIFTED, None, BOX])  # fmt: skip
+    assert got == [pytest.approx(1.0), pytest.approx(1 / 3), 0.0, None]
+    with pytest.raises(ValueError, match="head_box"):
+        box_head_iou_reward(["a"], box=[BOX])
