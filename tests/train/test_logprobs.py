@@ -29,19 +29,6 @@ def _picture(rng: np.random.Generator, size: int = 64) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_model_path: Callable[..., Path]) -> Callable[[str], tuple]:
-    cache: dict[str, tuple] = {}
-
-    def get(family: str) -> tuple:
-        if family not in cache:
-            model, processor = load_vlm(tiny_model_path(family), dtype=torch.float32)
-            cache[family] = (model.eval(), processor)
-        return cache[family]
-
-    return get
-
-
 def _prompt(processor, kind: str) -> dict:
     rng = np.random.default_rng(0)
     if kind == "image":

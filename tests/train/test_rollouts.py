@@ -4,33 +4,16 @@ stop tokens end rows, and the prompt is prefilled once per group, not G times.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from medvl.model import load_vlm
 from medvl.model.inputs import build_messages, prepare_inputs
 from medvl.train.logprobs import _vlm
 from medvl.train.rollouts import sample_group, sampling_warpers
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_path: Callable[..., Path]) -> Callable[[str], tuple]:
-    cache: dict[str, tuple] = {}
-
-    def get(family: str) -> tuple:
-        if family not in cache:
-            model, processor = load_vlm(tiny_model_path(family), dtype=torch.float32)
-            cache[family] = (model.eval(), processor)
-        return cache[family]
-
-    return get
 
 
 def _inputs(processor, kind: str) -> dict:
