@@ -34,12 +34,14 @@ loaded beside it (peft's second adapter: adapter-sized memory); with a new LoRA 
 model under ``disable_adapter()``, no copy; with full fine-tuning and ``beta > 0`` a frozen
 deep copy of the start model (twice the weight memory; use ``beta: 0`` to avoid it).
 
+The scan goes through the vision tower once per pass (rollout, policy, reference) instead
+of G times, and a frozen tower (LoRA on the language model) once per step
+(`medvl.train.vision_memo.vision_once`).
+
 Several processes: each samples its own prompts; gradients are averaged with one all-reduce
 per trainable parameter that every process makes, whether or not it had a gradient.
 
-So the vision tower sees each scan once per pass (rollout, policy, reference) instead of G
-times, and a frozen tower (LoRA on the language model) once per step
-(`medvl.train.vision_memo.vision_once`). Limits: the heads get no gradient.
+Limits: the heads get no gradient (the ``box_head`` reward scores them, it does not train them).
 """
 
 from __future__ import annotations
