@@ -98,14 +98,14 @@ def _cmd_tiny_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from medvl.quickstart import run_quickstart
+    from medvl.quickstart import FAST, run_quickstart
 
+    steps = {"sft_steps": args.sft_steps, "grpo_steps": args.grpo_steps}
     run_quickstart(
         family=args.family, size=args.size, n_frames=args.frames,
-        max_new_tokens=args.max_new_tokens, model_path=args.model, sft_steps=args.sft_steps,
-        reading_steps=args.reading_steps,
-        out_dir=args.out,
-    )
+        max_new_tokens=args.max_new_tokens, model_path=args.model, out_dir=args.out,
+        **(steps | FAST if args.fast else steps),
+    )  # fmt: skip
     return 0
 
 
@@ -221,9 +221,9 @@ def _add_quickstart(commands: argparse._SubParsersAction, families: Any, sizes: 
         description="Build the small offline model (or load --model), load the real scans that "
         "pydicom, nibabel, nilearn and scikit-image ship, ask the model about each (volumes as "
         "video frames) and print each answer with its vision-token cost; then write phantoms, "
-        "fine-tune the model with a box head and locate findings on held-out phantoms; then show "
-        "learning: a tiny model fine-tuned on chest phantoms answers held-out cases with their "
-        "own scans and with swapped scans.",
+        "fine-tune the model with a box head and locate findings on held-out phantoms; then SFT "
+        "a tiny model on chest phantoms, GRPO from that checkpoint, and test each stage on "
+        "held-out cases with their own and swapped scans, GRPO - SFT with a paired CI.",
     )
     quick.add_argument("--family", choices=families, default="qwen2_5_vl")
     quick.add_argument("--size", choices=sizes, default="small")
@@ -234,9 +234,11 @@ def _add_quickstart(commands: argparse._SubParsersAction, families: Any, sizes: 
         "--sft-steps", type=int, default=40, help="SFT steps on phantoms (0 skips training)"
     )
     quick.add_argument(
-        "--reading-steps", type=int, default=1200,
-        help="SFT steps of part three, own vs swapped scans (0 skips it)",
+        "--grpo-steps", type=int, default=400,
+        help="GRPO steps of part three, SFT then GRPO (0 skips it)",
     )  # fmt: skip
+    quick.add_argument("--fast", action="store_true",
+                       help="a few minutes: part three on fewer cases and steps (no proof)")
     quick.add_argument("--out", help="folder for phantoms and the fine-tuned model (default: temp)")
     quick.set_defaults(func=_cmd_quickstart)
 

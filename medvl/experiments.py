@@ -34,7 +34,10 @@ from medvl.eval.ablations import swap_scans
 from medvl.eval.learning import LearningTable, learning_table
 from medvl.eval.stats import Interval, proportion_ci
 
-__all__ = ["SeeingResult", "run_phantom_reading", "run_seeing", "train_and_answer"]
+__all__ = [
+    "SeeingResult", "answer_own_and_swapped", "chest_samples", "run_phantom_reading",
+    "run_seeing", "train_and_answer",
+]  # fmt: skip
 
 CHANCE = {"presence": 0.5, "quadrant": 0.25}
 
@@ -77,16 +80,10 @@ def train_and_answer(
         ``{"own": rows, "swapped": rows}``: prediction rows of `medvl.eval.runner.evaluate`.
     """
     from medvl.data.dataset import DatasetConfig
-    from medvl.eval.predictions import read_predictions
-    from medvl.eval.runner import EvalConfig, evaluate
     from medvl.train.sft import SFTConfig, SFTTrainer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    test = Path(test)  # the swapped twin sits beside it: image paths are relative
-    swapped = write_manifest(
-        test.with_name(f"{test.stem}_swapped.jsonl"), swap_scans(read_manifest(test), seed=seed)
-    )
     config = SFTConfig(
         model=model, train_manifest=str(train), output_dir=str(folder / "sft"), lr=lr,
         warmup_steps=warmup_steps, max_steps=steps, batch_size=batch_size, save_every=None,
@@ -96,16 +93,58 @@ def train_and_answer(
     trainer = SFTTrainer(config)
     trainer.train()
     tuned = trainer.accelerator.unwrap_model(trainer.model).eval()
+    return answer_own_and_swapped(folder, folder / "sft" / "final", test, reasoning=reasoning,
+                                  max_new_tokens=max_new_tokens, seed=seed, progress=progress,
+                                  model=tuned)  # fmt: skip
+
+
+def answer_own_and_swapped(
+    folder: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    test: str | os.PathLike,
+    names: tuple[str, str] = ("own", "swapped"),
+    reasoning: bool = False,
+    max_new_tokens: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+    model: Any = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Answers the ``test`` manifest with each sample's own scan and with swapped scans.
+
+    Args:
+        folder: Where ``predictions_<name>.jsonl`` go (a file there is replaced, not resumed).
+        checkpoint: The model folder (or ``tiny:`` name) to answer with.
+        test: Held-out manifest; its swapped twin ``<stem>_swapped.jsonl`` is written beside
+            it (image paths are relative to the manifest).
+        names: Labels of the two prediction files, own first (None for the second: own only).
+        reasoning: Ask for ``<think>`` reasoning first.
+        max_new_tokens: Generation budget per answer.
+        seed: Seeds the swap and the answers.
+        progress: Show tqdm bars.
+        model: The loaded `MedVLM` of ``checkpoint``, to skip loading it again.
+
+    Returns:
+        ``{name: rows}``: prediction rows of `medvl.eval.runner.evaluate`.
+    """
+    from medvl.eval.predictions import read_predictions
+    from medvl.eval.runner import EvalConfig, evaluate
+
+    folder, test = Path(folder), Path(test)
+    manifests = {names[0]: test}
+    if names[1] is not None:
+        swapped = swap_scans(read_manifest(test), seed=seed)
+        manifests[names[1]] = write_manifest(test.with_name(f"{test.stem}_swapped.jsonl"), swapped)
     rows = {}
-    for name, manifest in (("own", test), ("swapped", swapped)):
+    for name, manifest in manifests.items():
+        output = folder / f"predictions_{name}.jsonl"
+        output.unlink(missing_ok=True)  # evaluation resumes a file: a rerun must start over
         out = evaluate(
             EvalConfig(
-                model=str(folder / "sft" / "final"), manifest=str(manifest),
-                output=str(folder / f"predictions_{name}.jsonl"), model_name=name,
-                reasoning=reasoning, max_new_tokens=max_new_tokens, batch_size=8, seed=seed,
-                progress=progress,
+                model=str(checkpoint), manifest=str(manifest), output=str(output),
+                model_name=name, reasoning=reasoning, max_new_tokens=max_new_tokens,
+                batch_size=8, seed=seed, progress=progress,
             ),  # fmt: skip
-            model=tuned,
+            model=model,
         )
         rows[name] = read_predictions(out)
     return rows
@@ -188,17 +227,32 @@ def run_seeing(
                         CHANCE[task], time.perf_counter() - start)  # fmt: skip
 
 
-def _chest_samples(
+def chest_samples(
     folder: Path, n: int, set_seed: int, difficulty: str, types: Sequence[str],
-    question: str, split: str,
+    question: str, split: str, progress: bool = False,
 ) -> list[Sample]:  # fmt: skip
+    """Writes ``n`` chest phantom cases under ``folder`` and returns their samples that match.
+
+    Args:
+        folder: Where the scans go (the manifest that lists them should sit here).
+        n: Cases; each gives several samples (one per question kind and finding).
+        set_seed: Seeds the case set (`medvl.scans.phantoms.case_seed`): splits use different
+            ones, so no held-out scan is a training scan.
+        difficulty: A level of `medvl.scans.phantoms.chest.DIFFICULTIES`.
+        types: Answer types kept.
+        question: Keep only questions whose text holds this word (``""``: all).
+        split: Written in each sample's ``split``.
+        progress: Show a tqdm bar over the cases.
+    """
+    from tqdm.auto import tqdm
+
     from medvl.data.phantom_samples import phantom_samples
     from medvl.scans.phantoms import case_seed
     from medvl.scans.phantoms.chest import make_chest_case
     from medvl.scans.phantoms.writers import write_case
 
     def cases():
-        for i in range(n):
+        for i in tqdm(range(n), desc=f"{split} phantoms", disable=not progress):
             case = make_chest_case(case_seed(set_seed, i), difficulty)
             write_case(case, folder)
             yield case
@@ -249,8 +303,8 @@ def run_phantom_reading(
     """
     folder = _fresh(folder)
     data = folder / "data"
-    train = _chest_samples(data, n_train, 2 * seed + 1, difficulty, types, question, "train")
-    test = _chest_samples(data, n_test, 2 * seed + 2, difficulty, types, question, "test")
+    train = chest_samples(data, n_train, 2 * seed + 1, difficulty, types, question, "train")
+    test = chest_samples(data, n_test, 2 * seed + 2, difficulty, types, question, "test")
     train_path = write_manifest(data / "train.jsonl", train)
     test_path = write_manifest(data / "test.jsonl", test)
     rows = train_and_answer(

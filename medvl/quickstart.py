@@ -7,10 +7,11 @@ scans as one image and volumes as video frames, and prints the answer and how ma
 each scan cost; the model is untrained, so those answers are noise. Part two writes synthetic
 phantoms with known lesions, fine-tunes the model with a box head for a few dozen SFT steps,
 evaluates it on held-out phantoms (resumable predictions, scored) and writes a report with
-confidence intervals and plots. Part three shows learning rather than a bare accuracy: the tiny
-Qwen2.5-VL is fine-tuned on "Is there a nodule" over chest phantoms at the easiest difficulty
-and answers held-out cases with their own scans and with swapped scans
-(`medvl.experiments.run_phantom_reading`; docs/learning.md).
+confidence intervals and plots. Part three shows the method rather than a bare accuracy: the
+tiny Qwen2.5-VL is fine-tuned by SFT on "Is there a nodule" over chest phantoms at the easiest
+difficulty, then by GRPO from the SFT checkpoint with the accuracy reward; the base model, SFT
+and GRPO answer held-out cases with their own scans and with swapped scans, and GRPO − SFT is
+tested on the same questions (`medvl.sft_then_grpo`; docs/learning.md, section 3).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ LOAD_OPTIONS = {
     "retina": {"modality": "OP"},
 }
 
+FAST = {"sft_steps": 8, "grpo_steps": 4, "proof_sft_steps": 8, "proof_cases": 24,
+        "proof_test_cases": 12}  # fmt: skip
+"""``medvl quickstart --fast``: every stage runs, on too little to learn (a few minutes)."""
+
 
 def _question(modality: str, volumetric: bool) -> str:
     question = QUESTIONS.get(modality, QUESTIONS["OT"])
@@ -69,7 +74,7 @@ class QuickstartResult:
         grounding: one dict per held-out grounding question: id, anatomy, box, truth, iou.
         checkpoint: the fine-tuned model's folder.
         report: the evaluation report (``report.md``) of the fine-tuned model.
-        learning: part three's `medvl.eval.learning.LearningTable` (own vs swapped scans).
+        stages: part three's `medvl.sft_then_grpo.StagesResult` (base, SFT, GRPO; GRPO − SFT).
     """
 
     scans: list[dict] = field(default_factory=list)
@@ -77,7 +82,7 @@ class QuickstartResult:
     grounding: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
     report: Path | None = None
-    learning: Any = None
+    stages: Any = None
 
 
 def run_quickstart(
@@ -88,8 +93,10 @@ def run_quickstart(
     model_path: str | Path | None = None,
     sft_steps: int = 40,
     out_dir: str | Path | None = None,
-    reading_steps: int = 1200,
-    reading_cases: int = 800,
+    grpo_steps: int = 400,
+    proof_sft_steps: int = 600,
+    proof_cases: int = 800,
+    proof_test_cases: int = 300,
 ) -> QuickstartResult:
     """Ask a model about each bundled real scan, then fine-tune it on phantoms and ask again.
 
@@ -101,8 +108,10 @@ def run_quickstart(
         model_path: a local Qwen-VL checkpoint folder to use instead of a tiny model.
         sft_steps: SFT optimizer steps on the phantoms (0 skips part two).
         out_dir: where phantoms and the fine-tuned model go (default: a temporary folder).
-        reading_steps: SFT steps of part three (0 skips it; ~2.5 minutes on 2 cores).
-        reading_cases: training chest phantoms of part three.
+        grpo_steps: GRPO steps of part three (0 skips part three; ~7 minutes on 2 cores).
+        proof_sft_steps: SFT steps of part three, before GRPO.
+        proof_cases: training chest phantoms of part three.
+        proof_test_cases: held-out chest phantoms of part three.
 
     Returns:
         A :class:`QuickstartResult`.
@@ -112,13 +121,14 @@ def run_quickstart(
         print(f"[1/6] building the {size} {family} model (offline, cached after the first run)")
         model_path = build_tiny_model(family=family, size=size)
     result = QuickstartResult(scans=tour_real_scans(model_path, n_frames, max_new_tokens))
-    if sft_steps <= 0 and reading_steps <= 0:
+    if sft_steps <= 0 and grpo_steps <= 0:
         return result
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="medvl-quickstart-"))
     if sft_steps > 0:
         teach_on_phantoms(model_path, out, sft_steps, result)
-    if reading_steps > 0:
-        result.learning = show_learning(out / "reading", reading_steps, reading_cases)
+    if grpo_steps > 0:
+        result.stages = prove_grpo(out / "sft_then_grpo", proof_sft_steps, grpo_steps,
+                                   proof_cases, proof_test_cases)  # fmt: skip
     return result
 
 
@@ -215,22 +225,35 @@ def teach_on_phantoms(
           f"real checkpoint, for useful answers); report: {result.report}")
 
 
-def show_learning(out: Path, steps: int, cases: int) -> Any:
-    """Part three: does fine-tuning make a model read the scan? Own against swapped scans."""
-    from medvl.experiments import run_phantom_reading
+def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_cases: int) -> Any:
+    """Part three: SFT, then GRPO from it; does each stage make the model better?"""
+    from medvl.sft_then_grpo import run_sft_then_grpo
 
-    print(f"[6/6] does it read the scan? {steps} SFT steps of the tiny Qwen2.5-VL on 'Is there a "
-          f"nodule' over {cases} chest phantoms at the easiest difficulty, then held-out cases "
-          "asked with their own scans and with other cases' scans")  # fmt: skip
-    table = run_phantom_reading(out, "easiest", n_train=cases, n_test=max(30, cases // 8),
-                                steps=steps, progress=True)  # fmt: skip
+    print(f"[6/6] SFT then GRPO: the tiny Qwen2.5-VL learns 'Is there a nodule' on {cases} "
+          f"chest phantoms ({sft_steps} SFT steps), then GRPO from that checkpoint with the "
+          f"accuracy reward ({grpo_steps} steps, 8 answers per question); the base model, SFT "
+          f"and GRPO answer {test_cases} held-out cases, with their own scans and with other "
+          "cases' scans")  # fmt: skip
+    stages = run_sft_then_grpo(out, n_train=cases, n_test=test_cases, sft_steps=sft_steps,
+                               grpo_steps=grpo_steps, progress=True)  # fmt: skip
+    table = stages.table
+    print()
     print(table.to_markdown())
-    for row in table.rows:
-        verdict = "reads the scan" if row.beats_bar else "does not yet read the scan"
-        print(f"done: {row.answer_type} accuracy {row.accuracy.estimate:.2f} with its own scans, "
-              f"{row.swapped.estimate:.2f} with swapped scans (chance {row.chance:.2f}): the "
-              f"model {verdict}")  # fmt: skip
-    return table
+    print()
+    sft, grpo = table.row("sft"), table.row("grpo")
+    gain = table.gain
+    verdict = (
+        "GRPO beats SFT (the CI of the difference is above 0)" if table.gain_is_real
+        else "GRPO's gain over SFT is not shown (the CI of the difference holds 0)"
+    )  # fmt: skip
+    print(f"done: SFT {sft.accuracy.estimate:.2f}, GRPO {grpo.accuracy.estimate:.2f} with their "
+          f"own scans, {grpo.swapped.estimate:.2f} with swapped scans (chance "
+          f"{table.chance:.2f}); GRPO − SFT {gain.difference:+.2f} [{gain.low:.2f}, "
+          f"{gain.high:.2f}]: {verdict}")  # fmt: skip
+    print("      seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.seconds.items()))
+    print(f"      GRPO checkpoint: {stages.grpo}")
+    print(f"      open it in the demo: medvl demo --model {stages.grpo}")
+    return stages
 
 
 def _fmt(box: list[float] | None) -> str:

@@ -1,0 +1,137 @@
+"""SFT, then GRPO from the SFT checkpoint: does the reward make the model better than SFT did?
+
+The method of MedVLM-R1 and Med-R1 (SFT or a base model, then GRPO with verifiable rewards), run
+end to end through medvl's own path on chest phantoms a tiny model can learn on a CPU: "Is there
+a pulmonary nodule" at a difficulty level (`medvl.scans.phantoms.chest.DIFFICULTIES`).
+
+1. training and held-out cases from different seeds (`medvl.experiments.chest_samples`);
+2. `SFTTrainer`, answer only (the tiny model's accuracy drops with reasoning, docs/learning.md);
+3. `GRPOTrainer` from SFT's ``final/`` with the accuracy reward, G completions per question;
+4. the base model, SFT and GRPO answer the held-out questions, SFT and GRPO also about swapped
+   scans (a model that reads the scan drops to chance there);
+5. `medvl.eval.stage_table.stage_table`: each stage's accuracy with its CI, and GRPO − SFT with
+   a paired bootstrap CI and McNemar's test.
+
+Example:
+    >>> result = run_sft_then_grpo("runs/proof")
+    >>> print(result.table.to_markdown())
+
+Settings and what each gave: docs/learning.md, section 3.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medvl.data.manifest import write_manifest
+from medvl.eval.stage_table import StageTable, stage_table
+from medvl.experiments import answer_own_and_swapped, chest_samples, train_and_answer
+
+__all__ = ["StagesResult", "run_sft_then_grpo"]
+
+
+@dataclass
+class StagesResult:
+    """What `run_sft_then_grpo` did.
+
+    Attributes:
+        table: Base, SFT and GRPO on the held-out questions, and GRPO − SFT.
+        sft: SFT's ``final/`` folder.
+        grpo: GRPO's ``final/`` folder.
+        seconds: Wall time of each stage (``data``, ``sft``, ``grpo``, ``eval``).
+    """
+
+    table: StageTable
+    sft: Path
+    grpo: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_sft_then_grpo(
+    folder: str | os.PathLike,
+    difficulty: str = "easiest",
+    n_train: int = 800,
+    n_test: int = 300,
+    sft_steps: int = 600,
+    sft_lr: float = 1e-3,
+    grpo_steps: int = 400,
+    grpo_lr: float = 1e-3,
+    num_generations: int = 8,
+    grpo_batch_size: int = 4,
+    model: str = "tiny:qwen2_5_vl-tiny",
+    seed: int = 0,
+    progress: bool = False,
+) -> StagesResult:
+    """Runs the five steps of the module docstring in ``folder`` (a reused folder starts over).
+
+    Args:
+        folder: Work folder: ``data/``, ``sft/``, ``grpo/`` and the prediction files.
+        difficulty: Chest phantom difficulty level.
+        n_train: Training cases (about 0.6 nodule questions each).
+        n_test: Held-out cases.
+        sft_steps: SFT optimizer steps (batch 4, 20 warm-up steps, cosine). Short enough to
+            leave GRPO room: 600 steps reach ~0.6, 1,200 ~0.9 (docs/learning.md).
+        sft_lr: SFT's peak learning rate.
+        grpo_steps: GRPO steps (``grpo_batch_size`` questions each, constant learning rate).
+        grpo_lr: GRPO's learning rate.
+        num_generations: G, answers sampled per question.
+        grpo_batch_size: Questions per GRPO step.
+        model: The start model (``tiny:<family>-<size>`` or a folder).
+        seed: Seeds the cases, both trainings, the swap and the answers.
+        progress: Show tqdm bars.
+    """
+    from medvl.data.dataset import DatasetConfig
+    from medvl.train.grpo import GRPOConfig, GRPOTrainer
+
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    data = folder / "data"
+    kept = {"types": ("closed",), "question": "nodule", "progress": progress}
+    train = chest_samples(data, n_train, 2 * seed + 1, difficulty, split="train", **kept)
+    test = chest_samples(data, n_test, 2 * seed + 2, difficulty, split="test", **kept)
+    train_path = write_manifest(data / "train.jsonl", train)
+    test_path = write_manifest(data / "test.jsonl", test)
+    lap("data")
+
+    base = answer_own_and_swapped(folder / "base", model, test_path, names=("base", None),
+                                  seed=seed, progress=progress)  # fmt: skip
+    lap("eval")
+    sft = train_and_answer(folder / "sft_stage", train_path, test_path, model, sft_steps,
+                           lr=sft_lr, warmup_steps=20, seed=seed, progress=progress)  # fmt: skip
+    sft_final = folder / "sft_stage" / "sft" / "final"
+    lap("sft")
+
+    config = GRPOConfig(
+        model=str(sft_final), train_manifest=str(train_path), output_dir=str(folder / "grpo"),
+        rewards=["accuracy"], lr=grpo_lr, lr_scheduler="constant", warmup_steps=0,
+        max_steps=grpo_steps, batch_size=grpo_batch_size, num_generations=num_generations,
+        max_new_tokens=16, beta=0.0, save_every=None, report_to="none", seed=seed,
+        progress=progress, log_every=50, dataset=DatasetConfig(cache="memory"),
+    )  # fmt: skip
+    trainer = GRPOTrainer(config)
+    grpo_final = trainer.train()
+    tuned = trainer.accelerator.unwrap_model(trainer.model).eval()
+    lap("grpo")
+    grpo = answer_own_and_swapped(folder / "grpo_eval", grpo_final, test_path, seed=seed,
+                                  progress=progress, model=tuned)  # fmt: skip
+    lap("eval")
+    table = stage_table(
+        {"base": (base["base"], None), "sft": (sft["own"], sft["swapped"]),
+         "grpo": (grpo["own"], grpo["swapped"])},
+        train, test, compare=("grpo", "sft"), seed=seed,
+    )  # fmt: skip
+    return StagesResult(table, sft_final, Path(grpo_final), seconds)

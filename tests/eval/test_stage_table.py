@@ -1,0 +1,54 @@
+"""The stage table: each stage's accuracy on the same questions, and the paired gain."""
+
+import pytest
+
+from medvl.data.sample import Sample
+from medvl.eval.stage_table import stage_table
+
+
+def _sample(i: int, answer: str) -> Sample:
+    return Sample(id=f"s{i}", image=f"s{i}.png", question="Is there a nodule?", answer=answer,
+                  answer_type="closed", modality="X-ray", anatomy="chest")  # fmt: skip
+
+
+def _rows(correct: list[bool], formed: bool = True) -> list[dict]:
+    return [{"id": f"s{i}", "correct": c, "well_formed": formed} for i, c in enumerate(correct)]
+
+
+TEST = [_sample(i, "yes" if i % 2 else "no") for i in range(40)]
+TRAIN = [_sample(100 + i, "yes" if i % 4 else "no") for i in range(40)]  # 3/4 "yes"
+
+
+def test_rows_chance_prior_and_a_real_gain() -> None:
+    sft = [i < 20 for i in range(40)]  # 0.5
+    grpo = [i < 36 for i in range(40)]  # 0.9: right on every question SFT got right, and 16 more
+    table = stage_table(
+        {"base": (_rows([False] * 40, formed=False), None), "sft": (_rows(sft), _rows(sft)),
+         "grpo": (_rows(grpo), _rows([i % 2 == 0 for i in range(40)]))},
+        TRAIN, TEST, compare=("grpo", "sft"),
+    )  # fmt: skip
+    assert [r.name for r in table.rows] == ["base", "sft", "grpo"]
+    assert table.row("grpo").accuracy.estimate == pytest.approx(0.9)
+    assert table.row("grpo").swapped.estimate == pytest.approx(0.5)
+    assert table.row("base").swapped is None and table.row("base").well_formed.estimate == 0
+    assert table.chance == pytest.approx(0.5) and table.prior == pytest.approx(0.5)
+    assert table.gain.difference == pytest.approx(0.4) and table.gain.low > 0.2
+    assert table.gain_is_real and table.mcnemar.p_value < 1e-3
+    text = table.to_markdown()
+    assert "| grpo | 40 | 0.900 [" in text and "grpo − sft: +0.400 [" in text
+
+
+def test_no_gain_when_the_stages_agree() -> None:
+    same = [i % 3 == 0 for i in range(40)]
+    table = stage_table({"sft": (_rows(same), None), "grpo": (_rows(same), None)}, TRAIN, TEST,
+                        compare=("grpo", "sft"))  # fmt: skip
+    assert table.gain.difference == 0 and not table.gain_is_real
+    assert table.mcnemar.p_value == pytest.approx(1.0)
+
+
+def test_stages_must_answer_the_same_questions() -> None:
+    with pytest.raises(ValueError, match="'grpo' answered other ids"):
+        stage_table({"sft": (_rows([True] * 40), None), "grpo": (_rows([True] * 39), None)},
+                    TRAIN, TEST)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown stages"):
+        stage_table({"sft": (_rows([True] * 40), None)}, TRAIN, TEST, compare=("rl", "sft"))
