@@ -59,7 +59,7 @@ def run_sft_then_grpo(
     sft_steps: int = 600,
     sft_lr: float = 1e-3,
     grpo_steps: int = 400,
-    grpo_lr: float = 1e-3,
+    grpo_lr: float = 3e-4,
     num_generations: int = 8,
     grpo_batch_size: int = 4,
     model: str = "tiny:qwen2_5_vl-tiny",
