@@ -89,7 +89,7 @@ class LearningTable:
         """The table as Markdown, one line per answer type, then the box and format lines."""
 
         def ci(x: Interval | None) -> str:
-            return "-" if x is None else f"{x.estimate:.3f} [{x.low:.3f}, {x.high:.3f}]"
+            return "-" if x is None else x.brief()
 
         lines = [
             "| answer type | n | accuracy [95% CI] | chance | prior | swapped scans [95% CI] "

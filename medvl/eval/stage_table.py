@@ -79,7 +79,7 @@ class StageTable:
         """The table as Markdown, then the paired-difference line."""
 
         def ci(x: Interval | None) -> str:
-            return "-" if x is None else f"{x.estimate:.3f} [{x.low:.3f}, {x.high:.3f}]"
+            return "-" if x is None else x.brief()
 
         lines = [
             "| stage | n | accuracy [95% CI] | swapped scans [95% CI] | well formed | chance "

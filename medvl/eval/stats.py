@@ -79,7 +79,11 @@ class Interval:
     confidence: float = 0.95
 
     def __str__(self) -> str:
-        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.method}, n={self.n})"
+        return f"{self.brief()} ({self.method}, n={self.n})"
+
+    def brief(self) -> str:
+        """``estimate [low, high]`` to three decimals, as a table cell shows it."""
+        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
 @dataclass(frozen=True)
