@@ -11,7 +11,8 @@ Every command has ``--help``. Commands:
     medvl grpo --config FILE         GRPO with verifiable medical rewards
     medvl eval --config FILE         score a model on a manifest (resumable predictions JSONL)
     medvl report PRED... --out DIR   report with CIs, paired comparisons and plots
-    medvl quickstart                 the end-to-end tour on bundled real scans
+    medvl quickstart                 real scans, then phantoms -> SFT -> GRPO -> evaluation
+    medvl demo [--model DIR]         the Gradio demo on a checkpoint
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -106,6 +108,22 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, model_path=args.model, out_dir=args.out,
         **(steps | FAST if args.fast else steps),
     )  # fmt: skip
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from medvl.demo_app import main as launch_demo
+    except ImportError as err:  # gradio is an extra
+        print(f"medvl demo: {err.name or err} is not installed; install the demo extra: "
+              "pip install -e '.[demo]'", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.model and not Path(args.model).expanduser().exists() and ":" not in args.model:
+        print(f"medvl demo: --model {args.model}: no such folder (give a checkpoint folder, "
+              "e.g. an SFT or GRPO output's final/, or tiny:<family>-<size>)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    launch_demo(args.model, server_name=args.host, server_port=args.port, share=args.share)
     return 0
 
 
@@ -243,6 +261,21 @@ def _add_quickstart(commands: argparse._SubParsersAction, families: Any, sizes: 
     quick.set_defaults(func=_cmd_quickstart)
 
 
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    """``medvl demo``."""
+    demo = commands.add_parser(
+        "demo", help="the Gradio demo on a checkpoint",
+        description="Serve the Gradio demo (upload a scan, browse slices, ask, see the reasoning, "
+        "the answer and the box) on --model (default: MEDVL_DEMO_MODEL, else the small offline "
+        "model). Needs the demo extra: pip install -e '.[demo]'.",
+    )  # fmt: skip
+    demo.add_argument("--model", help="checkpoint folder, e.g. an SFT or GRPO output's final/")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    demo.add_argument("--port", type=int, default=None, help="port (default: Gradio's choice)")
+    demo.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    demo.set_defaults(func=_cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``medvl`` command (exposed for tests and docs)."""
     from medvl.model.families import FAMILIES, SIZES
@@ -322,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_cmd_report)
 
     _add_quickstart(commands, FAMILIES, SIZES)
+    _add_demo(commands)
     return parser
 
 

@@ -253,7 +253,7 @@ def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_case
     print("      seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.seconds.items()))
     print(f"      GRPO checkpoint: {stages.grpo}")
     print(f"      open it in the demo (pip install -e '.[demo]' first): "
-          f"MEDVL_DEMO_MODEL={stages.grpo} python demo/app.py")  # fmt: skip
+          f"medvl demo --model {stages.grpo}")  # fmt: skip
     return stages
 
 

@@ -181,3 +181,12 @@ def test_grpo_runs_from_the_yaml_config_and_resumes(tmp_path, capsys):
     # Resuming a finished run continues from checkpoint-1 and has nothing left to do.
     assert main([*args, "--resume"]) == 0
     assert json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["global_step"] == 1
+
+
+def test_demo_names_a_missing_model_folder(tmp_path, capsys) -> None:
+    pytest.importorskip("gradio")
+    missing = tmp_path / "no_such_run" / "final"
+    assert main(["demo", "--model", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "no such folder" in err
+

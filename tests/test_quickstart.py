@@ -41,4 +41,4 @@ def test_quickstart_fast_runs_every_stage_through_the_cli(tmp_path, monkeypatch,
     assert re.search(r"grpo − sft: [+-]\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]", printed)
     grpo = out / "sft_then_grpo" / "grpo" / "final"
     assert (grpo / "model.safetensors").is_file()
-    assert f"MEDVL_DEMO_MODEL={grpo} python demo/app.py" in printed
+    assert f"medvl demo --model {grpo}" in printed
