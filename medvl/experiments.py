@@ -35,8 +35,8 @@ from medvl.eval.learning import LearningTable, learning_table
 from medvl.eval.stats import Interval, proportion_ci
 
 __all__ = [
-    "SeeingResult", "answer_own_and_swapped", "chest_samples", "run_phantom_reading",
-    "run_seeing", "train_and_answer",
+    "SeeingResult", "answer_own_and_swapped", "chest_samples", "fresh_folder",
+    "run_phantom_reading", "run_seeing", "train_and_answer",
 ]  # fmt: skip
 
 CHANCE = {"presence": 0.5, "quadrant": 0.25}
@@ -102,7 +102,7 @@ def answer_own_and_swapped(
     folder: str | os.PathLike,
     checkpoint: str | os.PathLike,
     test: str | os.PathLike,
-    names: tuple[str, str] = ("own", "swapped"),
+    names: tuple[str, str | None] = ("own", "swapped"),
     reasoning: bool = False,
     max_new_tokens: int = 16,
     seed: int = 0,
@@ -182,7 +182,8 @@ def _accuracy(rows: Sequence[dict[str, Any]]) -> Interval:
     return proportion_ci(sum(bool(r["correct"]) for r in rows), len(rows))
 
 
-def _fresh(folder: str | os.PathLike) -> Path:
+def fresh_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` as a Path, removed first if it exists (a rerun starts over)."""
     folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
@@ -218,7 +219,7 @@ def run_seeing(
         progress: Show tqdm bars.
     """
     start = time.perf_counter()
-    folder = _fresh(folder)
+    folder = fresh_folder(folder)
     train, test = write_seeing_task(folder / "data", task, n_train, n_test, seed=seed)
     model = f"tiny:{family}-{size}"
     rows = train_and_answer(folder, train, test, model, steps, lr=lr, batch_size=batch_size,
@@ -301,7 +302,7 @@ def run_phantom_reading(
         reasoning: Train and answer with ``<think>`` reasoning (256 new tokens) or the answer
             alone (64).
     """
-    folder = _fresh(folder)
+    folder = fresh_folder(folder)
     data = folder / "data"
     train = chest_samples(data, n_train, 2 * seed + 1, difficulty, types, question, "train")
     test = chest_samples(data, n_test, 2 * seed + 2, difficulty, types, question, "test")

@@ -22,14 +22,18 @@ Settings and what each gave: docs/learning.md, section 3.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medvl.data.manifest import write_manifest
 from medvl.eval.stage_table import StageTable, stage_table
-from medvl.experiments import answer_own_and_swapped, chest_samples, train_and_answer
+from medvl.experiments import (
+    answer_own_and_swapped,
+    chest_samples,
+    fresh_folder,
+    train_and_answer,
+)
 
 __all__ = ["StagesResult", "run_sft_then_grpo"]
 
@@ -87,9 +91,7 @@ def run_sft_then_grpo(
     from medvl.data.dataset import DatasetConfig
     from medvl.train.grpo import GRPOConfig, GRPOTrainer
 
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
+    folder = fresh_folder(folder)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
