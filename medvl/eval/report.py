@@ -12,7 +12,10 @@ Output in ``out_dir``::
 Per model: accuracy overall, per ``answer_type`` and per ``modality`` (Wilson 95% CI over the
 samples with ``correct`` not null); mean IoU / Dice / token F1 / severity error with bootstrap
 95% CIs; HD95 median (``inf`` when a mask was missed, see :mod:`medvl.eval.metrics`); format
-rate (``well_formed``); mean latency and tokens. With two or more models every other model is
+rate (``well_formed``); mean latency and tokens; reasoning quality (:mod:`medvl.eval.reasoning`:
+step recall, precision, F1, order, matched steps per 100 tokens with bootstrap CIs, the share of
+reasonings whose conclusion is the answer with a Wilson CI, and F1 for right and wrong answers).
+With two or more models every other model is
 compared with the first on the sample ids they share: McNemar for correctness, paired bootstrap
 for IoU; Δ is *model − first model*, ``n`` is the number of pairs used.
 
@@ -51,7 +54,19 @@ __all__ = ["make_report", "summarize_models"]
 
 REQUIRED_KEYS = ("id", "model", "correct", "answer_type")
 # Per-sample metrics summarised by their mean with a bootstrap CI (when present).
-MEAN_METRICS = ("iou", "dice", "token_f1", "severity_abs_error")
+MEAN_METRICS = (
+    "iou",
+    "dice",
+    "token_f1",
+    "severity_abs_error",
+    "reasoning_recall",
+    "reasoning_precision",
+    "reasoning_f1",
+    "reasoning_order",
+    "reasoning_per_100_tokens",
+)
+# Reasoning F1 split by whether the answer was right: reasoning that supports the answer.
+REASONING_BY_CORRECT = "reasoning_f1_by_correct"
 SEED = 0
 N_RESAMPLES = 2000
 
@@ -114,6 +129,14 @@ def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
     hd = _numbers(records, "hd95")
     summary["hd95"] = {"median": float(np.median(hd)), "n": int(hd.size)} if hd.size else None
     summary["format_rate"] = _proportion(records, "well_formed")
+    summary["reasoning_consistent"] = _proportion(records, "reasoning_consistent")
+    summary[REASONING_BY_CORRECT] = {}
+    for label, want in (("right", True), ("wrong", False)):
+        values = _numbers([r for r in records if r.get("correct") is want], "reasoning_f1")
+        summary[REASONING_BY_CORRECT][label] = (
+            _interval(bootstrap_ci(values, n_resamples=N_RESAMPLES, seed=SEED))
+            if values.size else None
+        )  # fmt: skip
     for key in ("latency_s", "tokens"):
         values = _numbers(records, key)
         summary[key] = (

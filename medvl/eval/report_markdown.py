@@ -41,6 +41,39 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+REASONING_COLUMNS = (
+    ("reasoning_recall", "step recall"), ("reasoning_precision", "step precision"),
+    ("reasoning_f1", "step F1"), ("reasoning_order", "order"),
+    ("reasoning_per_100_tokens", "matched / 100 tokens"),
+)  # fmt: skip
+
+
+def _reasoning_section(summary: dict) -> list[str]:
+    names = summary["model_order"]
+    ms = summary["models"]
+    if not any(ms[n].get("reasoning_f1") for n in names):
+        return []
+    out = ["", "## Reasoning quality", ""]
+    out.append(
+        "Generated `<think>` steps matched one-to-one to the sample's reference steps "
+        "(`medvl.eval.reasoning`): recall = matched / reference steps (completeness), precision "
+        "= matched / generated steps, order = share of matched pairs in the reference's order, "
+        "consistent = the reasoning's conclusion is the answer. F1 right / wrong: step F1 of "
+        "the samples answered right / wrong."
+    )
+    out.append("")
+    rows = []
+    for n in names:
+        m = ms[n]
+        by = m.get("reasoning_f1_by_correct") or {}
+        rows.append([n, *(_fmt_mean(m.get(k)) for k, _ in REASONING_COLUMNS),
+                     _fmt_acc(m.get("reasoning_consistent")), _fmt_mean(by.get("right")),
+                     _fmt_mean(by.get("wrong"))])  # fmt: skip
+    out += _table(["model", *(label for _, label in REASONING_COLUMNS), "consistent",
+                   "F1 right", "F1 wrong"], rows)  # fmt: skip
+    return out
+
+
 def render_markdown(summary: dict, plots: dict[str, str]) -> str:
     """``report.md``'s text from `summarize_models`'s output and the plots' relative paths."""
     names = summary["model_order"]
@@ -73,6 +106,7 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
         out += [""]
         out += _table(["model", *extra], [[n, *(_fmt_mean(ms[n][m]) for m in extra)]
                                           for n in names])  # fmt: skip
+    out += _reasoning_section(summary)
     for key, title, plot in (
         ("accuracy_by_answer_type", "Accuracy by answer type", "accuracy_by_answer_type"),
         ("accuracy_by_modality", "Accuracy by modality", "accuracy_by_modality"),

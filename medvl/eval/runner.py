@@ -25,7 +25,13 @@ where it does not apply):
   which Python's ``json`` reads back — when exactly one mask is empty), ``severity_abs_error``
   (severity questions), ``token_f1`` (open questions);
 * ``latency_s``: wall time of the whole batch (scan loading, preprocessing, generation, heads)
-  divided by the batch's size; ``tokens``: generated tokens (the raw text re-tokenised).
+  divided by the batch's size; ``tokens``: generated tokens (the raw text re-tokenised);
+* reasoning quality (:mod:`medvl.eval.reasoning`), when the Sample has reference ``reasoning``
+  steps and reasoning was asked for (or given): ``reasoning_steps``,
+  ``reasoning_reference_steps``, ``reasoning_matched``, ``reasoning_recall``,
+  ``reasoning_precision``, ``reasoning_f1``, ``reasoning_order``, ``reasoning_consistent``,
+  ``reasoning_per_100_tokens``, ``reasoning_per_second`` (all None otherwise, or with
+  ``reasoning_matcher: none``).
 
 Lines are appended and flushed + fsynced after each batch, so a crash loses at most the batch in
 flight. A rerun skips ids already in the file; a truncated last line (a crash mid-write) is
@@ -59,6 +65,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+MATCHERS = ("embedding", "none")
 _CHECKPOINT_DIR = re.compile(r"^(final|checkpoint[-_].*|step[-_].*)$")
 
 
@@ -88,6 +95,10 @@ class EvalConfig(YamlConfig):
         check_files: Require every image/mask of the manifest to exist before starting.
         seed: Seeds torch/numpy/random before loading the model and answering.
         progress: Show a tqdm progress bar.
+        reasoning_matcher: How reasoning steps are matched to the reference's:
+            ``embedding`` (offline sentence embeddings, `medvl.eval.reasoning.EmbeddingMatcher`)
+            or ``none`` (no reasoning scores).
+        reasoning_threshold: The matcher's similarity threshold (None: its calibrated default).
     """
 
     model: str = ""
@@ -107,8 +118,15 @@ class EvalConfig(YamlConfig):
     check_files: bool = True
     seed: int = 0
     progress: bool = True
+    reasoning_matcher: str = "embedding"
+    reasoning_threshold: float | None = None
 
     def __post_init__(self) -> None:
+        if self.reasoning_matcher not in MATCHERS:
+            raise ValueError(
+                f"reasoning_matcher must be one of {', '.join(MATCHERS)}, "
+                f"got {self.reasoning_matcher!r}"
+            )
         if not self.model:
             raise ValueError("model is required (a model folder or tiny:<family>-<size>)")
         if not self.manifest:
@@ -235,6 +253,30 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
     return out
 
 
+def _matcher(config: EvalConfig) -> Any:
+    if config.reasoning_matcher == "none":
+        return None
+    from medvl.eval.reasoning import DEFAULT_THRESHOLD, EmbeddingMatcher
+
+    threshold = config.reasoning_threshold
+    return EmbeddingMatcher(threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+
+
+def _reasoning_scores(
+    sample: Any, row: dict[str, Any], asked: bool, matcher: Any
+) -> dict[str, Any]:
+    """The ``reasoning_*`` keys of one prediction line (None where not scored)."""
+    from medvl.eval.reasoning import ROW_KEYS, score_reasoning
+
+    if matcher is None or not sample.reasoning or not (asked or row["reasoning"]):
+        return dict.fromkeys(ROW_KEYS)
+    return score_reasoning(
+        row["reasoning"], sample.reasoning, matcher, answer=row["answer"],
+        answer_type=sample.answer_type, options=sample.options, tokens=row["tokens"],
+        seconds=row["latency_s"],
+    ).as_row()  # fmt: skip
+
+
 def _question(sample: Any, root: Path) -> Any:
     from medvl.model.inputs import Question
 
@@ -304,6 +346,11 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
     _seed(config.seed)
     if model is None:
         model = load_eval_model(config)
+    matcher = _matcher(config)
+    asked = config.reasoning
+    if asked is None:
+        asked = bool(getattr(getattr(getattr(model, "config", None), "prompt", None),
+                             "reasoning", False))  # fmt: skip
     bar = tqdm(total=len(todo), desc=f"eval {name}", unit="sample", disable=not config.progress)
     with output.open("a", encoding="utf-8") as f:
         for batch in _batches(todo, config.batch_size):
@@ -326,8 +373,9 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
                     "tokens": _count_tokens(model, ans.raw),
                 })  # fmt: skip
             latency = (time.perf_counter() - start) / len(batch)
-            for row in rows:
+            for sample, row in zip(batch, rows, strict=True):
                 row["latency_s"] = latency
+                row.update(_reasoning_scores(sample, row, asked, matcher))
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -343,7 +391,9 @@ def summarize(predictions: str | os.PathLike | Sequence[Mapping[str, Any]]) -> d
         ``n``, ``accuracy`` (over the rows with a ``correct``; None if none),
         ``accuracy_by_type`` (answer type -> accuracy), ``n_by_type``, ``mean_iou`` (None
         without grounding rows), ``mean_token_f1``, ``mean_severity_abs_error``,
-        ``well_formed`` (fraction), ``mean_latency_s``.
+        ``well_formed`` (fraction), ``mean_latency_s``, ``mean_reasoning_recall``,
+        ``mean_reasoning_precision``, ``mean_reasoning_f1`` and ``reasoning_consistent``
+        (fraction), None without reasoning scores.
     """
     rows = (
         read_predictions(predictions)
@@ -373,7 +423,10 @@ def summarize(predictions: str | os.PathLike | Sequence[Mapping[str, Any]]) -> d
         "mean_severity_abs_error": mean(r.get("severity_abs_error") for r in rows),
         "well_formed": mean(r.get("well_formed") for r in rows),
         "mean_latency_s": _finite_or_none(mean(r.get("latency_s") for r in rows)),
-    }
+        **{f"mean_reasoning_{k}": mean(r.get(f"reasoning_{k}") for r in rows)
+           for k in ("recall", "precision", "f1")},
+        "reasoning_consistent": mean(r.get("reasoning_consistent") for r in rows),
+    }  # fmt: skip
 
 
 def run_eval(

@@ -214,3 +214,30 @@ def test_names_and_duplicate_labels(tmp_path):
         make_report([a, a2], tmp_path / "out")
     report = make_report([a, a2], tmp_path / "out", names=["base", "tuned"])
     assert "## Paired comparisons against base" in report.read_text()
+
+
+def test_reasoning_quality_section_matches_hand_computation(tmp_path):
+    """Model A's 60 rows get reasoning F1 1.0 on right answers and 0.5 on wrong ones (recall
+    0.75, precision 0.5 ... written directly), and a conclusion that agrees on ids < 45."""
+    rows = _rows("A")
+    for i, r in enumerate(rows):
+        right = r["correct"] is True
+        r.update(reasoning_recall=1.0 if right else 0.5, reasoning_precision=1.0 if right else 0.5,
+                 reasoning_f1=1.0 if right else 0.5, reasoning_order=1.0,
+                 reasoning_per_100_tokens=20.0, reasoning_consistent=i < 45)  # fmt: skip
+    report = make_report([_write(tmp_path / "a.jsonl", rows)], tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["models"]["A"]
+    n_right = sum(r["correct"] is True for r in rows)
+    assert summary["reasoning_f1"]["estimate"] == pytest.approx(
+        (n_right * 1.0 + (60 - n_right) * 0.5) / 60
+    )
+    assert summary["reasoning_f1_by_correct"]["right"]["estimate"] == 1.0
+    assert summary["reasoning_f1_by_correct"]["wrong"]["estimate"] == 0.5
+    assert summary["reasoning_consistent"]["successes"] == 45
+    text = report.read_text()
+    assert "## Reasoning quality" in text
+    lo, hi = _wilson(45, 60)
+    assert f"0.750 [{lo:.3f}, {hi:.3f}] (45/60)" in text
+    # Without reasoning scores there is no section.
+    plain = make_report([_write(tmp_path / "b.jsonl", _rows("B"))], tmp_path / "plain")
+    assert "Reasoning quality" not in plain.read_text()

@@ -22,6 +22,7 @@ from medvl.data import read_manifest
 from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.eval.metrics import answer_correct
 from medvl.eval.predictions import read_predictions
+from medvl.eval.reasoning import ROW_KEYS, split_steps
 from medvl.eval.runner import EvalConfig, evaluate, run_eval, score, summarize
 from medvl.model.medvlm import MedVLM
 from medvl.model.replies import Answer
@@ -30,7 +31,7 @@ from medvl.scans import load_scan
 CONTRACT_KEYS = {
     "id", "model", "output", "answer", "box", "correct", "latency_s", "tokens", "answer_type",
     "modality", "anatomy", "split", "reference", "well_formed", "iou", "dice", "hd95",
-    "severity_abs_error", "token_f1",
+    "severity_abs_error", "token_f1", *ROW_KEYS,
 }  # fmt: skip
 
 
@@ -102,6 +103,10 @@ def test_predictions_contract_on_tiny_model(manifest: Path, tmp_path: Path, vlm:
             assert _number(row["token_f1"]) and 0.0 <= row["token_f1"] <= 1.0
         else:
             assert row["token_f1"] is None
+        # Phantom samples carry reference steps and the tiny model is asked to reason.
+        assert row["reasoning_steps"] == len(split_steps(row["reasoning"]))
+        assert row["reasoning_reference_steps"] == len(sample.reasoning)
+        assert 0.0 <= row["reasoning_recall"] <= 1.0 and 0.0 <= row["reasoning_f1"] <= 1.0
         if sample.answer_type == "severity":
             err = row["severity_abs_error"]
             assert err is None or (_number(err) and 0 <= err <= 3)
@@ -117,6 +122,16 @@ def test_predictions_contract_on_tiny_model(manifest: Path, tmp_path: Path, vlm:
     assert summary["n"] == len(samples) and 0 <= summary["mean_iou"] <= 1
     assert set(summary["accuracy_by_type"]) == {"choice", "closed", "open", "severity"}
     assert 0 <= summary["accuracy"] <= 1 and summary["mean_latency_s"] >= 0
+
+
+def test_reasoning_scores_off_or_not_asked(manifest: Path, tmp_path: Path, vlm: MedVLM) -> None:
+    for name, kw in (("off", {"reasoning_matcher": "none"}), ("direct", {"reasoning": False})):
+        out = evaluate(_config(manifest, tmp_path / f"{name}.jsonl", max_samples=3, **kw),
+                       model=vlm)  # fmt: skip
+        for row in read_predictions(out):
+            assert all(row[k] is None for k in ROW_KEYS), row
+    with pytest.raises(ValueError, match="reasoning_matcher must be one of"):
+        _config(manifest, tmp_path / "x.jsonl", reasoning_matcher="bert")
 
 
 def test_score_correct_and_iou(manifest: Path) -> None:
