@@ -65,7 +65,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MATCHERS = ("embedding", "none")
+MATCHERS = ("embedding", "judge", "none")
 _CHECKPOINT_DIR = re.compile(r"^(final|checkpoint[-_].*|step[-_].*)$")
 
 
@@ -96,8 +96,10 @@ class EvalConfig(YamlConfig):
         seed: Seeds torch/numpy/random before loading the model and answering.
         progress: Show a tqdm progress bar.
         reasoning_matcher: How reasoning steps are matched to the reference's:
-            ``embedding`` (offline sentence embeddings, `medvl.eval.reasoning.EmbeddingMatcher`)
-            or ``none`` (no reasoning scores).
+            ``embedding`` (offline sentence embeddings, `medvl.eval.reasoning.EmbeddingMatcher`),
+            ``judge`` (an LLM over an OpenAI-compatible endpoint named by
+            ``$MEDVL_JUDGE_BASE_URL`` / ``$MEDVL_JUDGE_MODEL``, `medvl.eval.judge`) or ``none``
+            (no reasoning scores).
         reasoning_threshold: The matcher's similarity threshold (None: its calibrated default).
     """
 
@@ -256,6 +258,10 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
 def _matcher(config: EvalConfig) -> Any:
     if config.reasoning_matcher == "none":
         return None
+    if config.reasoning_matcher == "judge":
+        from medvl.eval.judge import JudgeMatcher
+
+        return JudgeMatcher()
     from medvl.eval.reasoning import DEFAULT_THRESHOLD, EmbeddingMatcher
 
     threshold = config.reasoning_threshold
@@ -344,9 +350,9 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
         return output
 
     _seed(config.seed)
+    matcher = _matcher(config)  # before the model: a judge without an endpoint fails at once
     if model is None:
         model = load_eval_model(config)
-    matcher = _matcher(config)
     asked = config.reasoning
     if asked is None:
         asked = bool(getattr(getattr(getattr(model, "config", None), "prompt", None),
