@@ -17,7 +17,7 @@ step recall, precision, F1, order, matched steps per 100 tokens with bootstrap C
 reasonings whose conclusion is the answer with a Wilson CI, and F1 for right and wrong answers).
 With two or more models every other model is
 compared with the first on the sample ids they share: McNemar for correctness, paired bootstrap
-for IoU; Δ is *model − first model*, ``n`` is the number of pairs used.
+for IoU and reasoning F1; Δ is *model − first model*, ``n`` is the number of pairs used.
 
 All statistics are :mod:`medvl.eval.stats`'s; bootstraps are seeded (same input, same report).
 Every file is written to a temporary file and renamed (``os.replace``), ``report.md`` last, so a
@@ -65,6 +65,8 @@ MEAN_METRICS = (
     "reasoning_order",
     "reasoning_per_100_tokens",
 )
+# Per-sample means compared between models by a paired bootstrap on the common ids.
+PAIRED_MEANS = ("iou", "reasoning_f1")
 # Reasoning F1 split by whether the answer was right: reasoning that supports the answer.
 REASONING_BY_CORRECT = "reasoning_f1_by_correct"
 SEED = 0
@@ -153,7 +155,8 @@ def _compare(ref: Sequence[dict], other: Sequence[dict]) -> dict[str, Any]:
     """``other`` against ``ref`` on their common ids (Δ = other − ref)."""
     ref_ids = {_hashable(r["id"]) for r in ref}
     common = sum(1 for r in other if _hashable(r["id"]) in ref_ids)
-    out: dict[str, Any] = {"common_ids": common, "accuracy": None, "iou": None}
+    out: dict[str, Any] = {"common_ids": common, "accuracy": None,
+                           **dict.fromkeys(PAIRED_MEANS)}  # fmt: skip
     if not common:
         return out
 
@@ -168,9 +171,10 @@ def _compare(ref: Sequence[dict], other: Sequence[dict]) -> dict[str, Any]:
     a, b = align_by_id(by_id(other, "correct"), by_id(ref, "correct"), strict=False)
     if np.any(~(np.isnan(a) | np.isnan(b))):
         out["accuracy"] = _comparison(mcnemar(a, b))
-    a, b = align_by_id(by_id(other, "iou"), by_id(ref, "iou"), strict=False)
-    if np.any(~(np.isnan(a) | np.isnan(b))):
-        out["iou"] = _comparison(paired_bootstrap(a, b, n_resamples=N_RESAMPLES, seed=SEED))
+    for metric in PAIRED_MEANS:
+        a, b = align_by_id(by_id(other, metric), by_id(ref, metric), strict=False)
+        if np.any(~(np.isnan(a) | np.isnan(b))):
+            out[metric] = _comparison(paired_bootstrap(a, b, n_resamples=N_RESAMPLES, seed=SEED))
     return out
 
 

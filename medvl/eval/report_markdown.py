@@ -127,14 +127,17 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
         out += ["", f"## Paired comparisons against {ref}", ""]
         out.append(
             f"On the sample ids both files hold; Δ = model − {ref}. Correctness: McNemar test, "
-            "Newcombe CI of the accuracy difference. IoU: paired bootstrap of the mean "
-            "difference. n: pairs used."
+            "Newcombe CI of the accuracy difference. IoU and reasoning F1: paired bootstrap of "
+            "the mean difference. n: pairs used."
         )
         out.append("")
         rows = []
         for c in summary["comparisons"]:
-            for metric, label in (("accuracy", "accuracy"), ("iou", "IoU mean")):
-                cmp = c[metric]
+            for metric, label in (("accuracy", "accuracy"), ("iou", "IoU mean"),
+                                  ("reasoning_f1", "reasoning F1")):  # fmt: skip
+                cmp = c.get(metric)
+                if cmp is None and metric == "reasoning_f1":
+                    continue  # no reasoning scores: no row
                 if cmp is None:
                     rows.append([c["model"], label, "—", "—", "—", "—", "0",
                                  str(c["common_ids"])])  # fmt: skip

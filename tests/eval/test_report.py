@@ -238,6 +238,15 @@ def test_reasoning_quality_section_matches_hand_computation(tmp_path):
     assert "## Reasoning quality" in text
     lo, hi = _wilson(45, 60)
     assert f"0.750 [{lo:.3f}, {hi:.3f}] (45/60)" in text
+    # Against a model whose every reasoning F1 is 0.5: the paired difference of the means.
+    other = [dict(r, model="C", reasoning_f1=0.5) for r in rows]
+    make_report([tmp_path / "a.jsonl", _write(tmp_path / "c.jsonl", other)], tmp_path / "two")
+    (cmp,) = json.loads((tmp_path / "two" / "summary.json").read_text())["comparisons"]
+    f1_a = (n_right * 1.0 + (60 - n_right) * 0.5) / 60
+    assert cmp["reasoning_f1"]["difference"] == pytest.approx(0.5 - f1_a)
+    assert cmp["reasoning_f1"]["n"] == 60
+    assert "| C | reasoning F1 |" in (tmp_path / "two" / "report.md").read_text()
     # Without reasoning scores there is no section.
     plain = make_report([_write(tmp_path / "b.jsonl", _rows("B"))], tmp_path / "plain")
     assert "Reasoning quality" not in plain.read_text()
+    assert "reasoning F1" not in plain.read_text()
