@@ -3,7 +3,8 @@
 Per answer type: held-out accuracy with its Wilson 95% CI beside chance, the training answer
 prior and the accuracy of the same questions asked about swapped scans (`medvl.eval.ablations`),
 with McNemar's test of own against swapped; box IoU beside a constant mean box fitted on the
-training split, with a paired bootstrap CI of the difference; and the well-formed rate.
+training split, with a paired bootstrap CI of the difference; the well-formed rate; and, when
+the rows carry reasoning scores, the reasoning step F1 with own and with swapped scans.
 
     table = learning_table(own_rows, swapped_rows, train_samples, test_samples)
     print(table.to_markdown())
@@ -75,6 +76,10 @@ class LearningTable:
         swapped_iou: Mean IoU with swapped scans (None without swapped rows).
         well_formed: Share of own-scan replies in the asked shape (Wilson CI).
         n: Number of own-scan prediction rows.
+        reasoning_f1: Mean reasoning step F1 with own scans (bootstrap CI; None without
+            reasoning scores, `medvl.eval.reasoning`).
+        swapped_reasoning_f1: The same with swapped scans.
+        reasoning_vs_swapped: Paired bootstrap of own minus swapped reasoning F1.
     """
 
     rows: tuple[TypeRow, ...]
@@ -84,6 +89,9 @@ class LearningTable:
     swapped_iou: float | None
     well_formed: Interval
     n: int
+    reasoning_f1: Interval | None = None
+    swapped_reasoning_f1: Interval | None = None
+    reasoning_vs_swapped: Comparison | None = None
 
     def to_markdown(self) -> str:
         """The table as Markdown, one line per answer type, then the box and format lines."""
@@ -114,6 +122,14 @@ class LearningTable:
                 f"[{d.low:.3f}, {d.high:.3f}] (paired bootstrap){swapped}."
             )
         lines.append(f"Well-formed replies: {ci(self.well_formed)} (n={self.well_formed.n}).")
+        if self.reasoning_f1 is not None:
+            line = f"Reasoning step F1: {ci(self.reasoning_f1)} (n={self.reasoning_f1.n})"
+            if (d := self.reasoning_vs_swapped) is not None:
+                line += (
+                    f"; swapped scans {ci(self.swapped_reasoning_f1)}, own − swapped "
+                    f"{d.difference:+.3f} [{d.low:.3f}, {d.high:.3f}] (paired bootstrap)"
+                )
+            lines.append(line + ".")
         return "\n".join(lines)
 
 
@@ -178,4 +194,23 @@ def learning_table(
     return LearningTable(
         tuple(rows), iou, mean_box, comparison, swapped_iou,
         proportion_ci(sum(formed), len(formed)), len(own),
+        *_reasoning(own_by_id, swapped_by_id, seed),
     )  # fmt: skip
+
+
+def _reasoning(
+    own: Mapping[str, Mapping[str, Any]],
+    swapped: Mapping[str, Mapping[str, Any]] | None,
+    seed: int,
+) -> tuple[Interval | None, Interval | None, Comparison | None]:
+    from medvl.eval.stats import bootstrap_ci
+
+    ids = [i for i, r in own.items() if r.get("reasoning_f1") is not None]
+    if not ids:
+        return None, None, None
+    mine = np.array([float(own[i]["reasoning_f1"]) for i in ids])
+    if swapped is None:
+        return bootstrap_ci(mine, seed=seed), None, None
+    theirs = np.array([float(swapped[i].get("reasoning_f1") or 0.0) for i in ids])
+    return (bootstrap_ci(mine, seed=seed), bootstrap_ci(theirs, seed=seed),
+            paired_bootstrap(mine, theirs, seed=seed))  # fmt: skip

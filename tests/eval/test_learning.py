@@ -101,3 +101,18 @@ def test_missing_swapped_ids_are_an_error():
     test = [_s(i, "closed", "yes") for i in range(3)]
     with pytest.raises(ValueError, match="swapped predictions lack 1 ids"):
         learning_table(_rows(test, [True] * 3), _rows(test[:2], [True] * 2), test, test)
+
+
+def test_learning_table_reports_reasoning_f1_own_against_swapped():
+    test = [_s(i, "closed", "yes" if i % 2 else "no") for i in range(20)]
+    own = _rows(test, [True] * 20)
+    swapped = _rows(test, [False] * 20)
+    for k, (a, b) in enumerate(zip(own, swapped, strict=True)):
+        a["reasoning_f1"], b["reasoning_f1"] = 1.0 if k < 15 else 0.5, 0.5
+    table = learning_table(own, swapped, test, test)
+    assert table.reasoning_f1.estimate == pytest.approx((15 + 2.5) / 20)
+    assert table.swapped_reasoning_f1.estimate == pytest.approx(0.5)
+    assert table.reasoning_vs_swapped.difference == pytest.approx(0.375)
+    assert "Reasoning step F1: 0.875" in table.to_markdown() and "+0.375" in table.to_markdown()
+    plain = learning_table(_rows(test, [True] * 20), None, test, test)
+    assert plain.reasoning_f1 is None and "Reasoning" not in plain.to_markdown()
