@@ -41,6 +41,7 @@ from medvl.eval.extract import (
     extract_yes_no,
     normalize_text,
 )
+from medvl.eval.text_metrics import same_findings
 from medvl.scans.boxes import paired_box_iou
 
 __all__ = [
@@ -76,7 +77,9 @@ def answer_correct(
             — for a reference of several letters (``"B,E,F"``) the set
             :func:`extract_choices` reads equals it —, ``closed`` (:func:`extract_yes_no`
             equals it), ``open`` (exact match after
-            :func:`normalize_text`), ``severity`` (:func:`extract_grade` equals it exactly) or
+            :func:`normalize_text`, or the same findings in another order:
+            :func:`medvl.eval.text_metrics.same_findings`), ``severity``
+            (:func:`extract_grade` equals it exactly) or
             ``grounding`` (None: score boxes with :func:`box_iou`).
         options: The choice options, so that a reply may give an option's text.
 
@@ -99,7 +102,9 @@ def answer_correct(
         return said is not None and said == str(answer).strip().lower()
     if answer_type == "open":
         said = normalize_text(prediction_text)
-        return said != "" and said == normalize_text(str(answer))
+        if said != "" and said == normalize_text(str(answer)):
+            return True
+        return same_findings(prediction_text, str(answer))  # a list in another order
     if answer_type == "severity":
         grade = extract_grade(prediction_text)
         return grade is not None and str(grade) == str(answer).strip()

@@ -11,8 +11,10 @@ Output in ``out_dir``::
 
 Per model: accuracy overall, per ``answer_type`` and per ``modality`` (Wilson 95% CI over the
 samples with ``correct`` not null); mean IoU / Dice / token F1 / severity error with bootstrap
-95% CIs; HD95 median (``inf`` when a mask was missed, see :mod:`medvl.eval.metrics`); format
-rate (``well_formed``); mean latency and tokens; reasoning quality (:mod:`medvl.eval.reasoning`:
+95% CIs; HD95 median (``inf`` when a mask was missed, see :mod:`medvl.eval.metrics`); BLEU and
+ROUGE-L of open answers and the share naming the same findings in any order; severity
+quadratic-weighted kappa per scale (:mod:`medvl.eval.text_metrics`); format rate
+(``well_formed``); mean latency and tokens; reasoning quality (:mod:`medvl.eval.reasoning`:
 step recall, precision, F1, order, matched steps per 100 tokens with bootstrap CIs, the share of
 reasonings whose conclusion is the answer with a Wilson CI, and F1 for right and wrong answers).
 With two or more models every other model is
@@ -58,6 +60,8 @@ MEAN_METRICS = (
     "iou",
     "dice",
     "token_f1",
+    "bleu",
+    "rouge_l",
     "severity_abs_error",
     "reasoning_recall",
     "reasoning_precision",
@@ -115,6 +119,30 @@ def _grouped_accuracy(records: Sequence[dict], key: str) -> dict[str, Any]:
     return out
 
 
+def _severity_kappa(records: Sequence[dict]) -> dict[str, Any]:
+    """Quadratic-weighted kappa per severity scale (by its top grade); an unreadable grade
+    counts as the grade farthest from the truth (`medvl.eval.text_metrics.worst_grade`)."""
+    from medvl.eval.text_metrics import quadratic_kappa, worst_grade
+
+    scales: dict[int, tuple[list[int], list[int]]] = {}
+    for r in records:
+        top = r.get("severity_max_grade")
+        if r.get("answer_type") != "severity" or not isinstance(top, int):
+            continue
+        try:
+            true = int(str(r.get("reference")).strip())
+        except ValueError:
+            continue
+        grade = r.get("severity_grade")
+        pred, truth = scales.setdefault(top, ([], []))
+        pred.append(grade if isinstance(grade, int) else worst_grade(true, top))
+        truth.append(true)
+    return {
+        str(top): {"kappa": quadratic_kappa(p, t, top), "n": len(t)}
+        for top, (p, t) in sorted(scales.items())
+    }
+
+
 def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"file": source, "samples": len(records)}
     summary["accuracy"] = _proportion(records)
@@ -131,6 +159,8 @@ def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
     hd = _numbers(records, "hd95")
     summary["hd95"] = {"median": float(np.median(hd)), "n": int(hd.size)} if hd.size else None
     summary["format_rate"] = _proportion(records, "well_formed")
+    summary["same_findings"] = _proportion(records, "same_findings")
+    summary["severity_kappa"] = _severity_kappa(records)
     summary["reasoning_consistent"] = _proportion(records, "reasoning_consistent")
     summary[REASONING_BY_CORRECT] = {}
     for label, want in (("right", True), ("wrong", False)):

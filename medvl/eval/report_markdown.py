@@ -24,6 +24,13 @@ def _fmt_mean(cell: dict | None) -> str:
     return f"{cell['estimate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] (n={cell['n']})"
 
 
+def _fmt_kappa(cell: dict | None) -> str:
+    if not cell:
+        return "—"
+    k = cell["kappa"]
+    return f"{'—' if k is None or math.isnan(k) else f'{k:.3f}'} (n={cell['n']})"
+
+
 def _num(v: float, digits: int = 3) -> str:
     return "inf" if math.isinf(v) else f"{v:.{digits}f}"
 
@@ -101,11 +108,28 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
         ["model", "samples", "accuracy", "format rate", "IoU mean", "Dice mean", "HD95 median",
          "latency s (mean)", "tokens (mean)"], rows,
     )  # fmt: skip
-    extra = [m for m in ("token_f1", "severity_abs_error") if any(ms[n][m] for n in names)]
+    extra = [m for m in ("token_f1", "bleu", "rouge_l", "severity_abs_error")
+             if any(ms[n].get(m) for n in names)]  # fmt: skip
     if extra:
         out += [""]
-        out += _table(["model", *extra], [[n, *(_fmt_mean(ms[n][m]) for m in extra)]
-                                          for n in names])  # fmt: skip
+        rows = [[n, *(_fmt_mean(ms[n].get(m)) for m in extra)] for n in names]
+        header = ["model", *extra]
+        if any(ms[n].get("same_findings") for n in names):
+            header.append("same findings")
+            for row, n in zip(rows, names, strict=True):
+                row.append(_fmt_acc(ms[n].get("same_findings")))
+        out += _table(header, rows)
+    scales = sorted({s for n in names for s in ms[n].get("severity_kappa") or {}})
+    if scales:
+        out += [
+            "",
+            "Severity, quadratic-weighted kappa (an unreadable grade counts as the "
+            "farthest grade; the mean error above counts it at the worst error):",
+            "",
+        ]
+        rows = [[f"0-{s}", *(_fmt_kappa((ms[n].get("severity_kappa") or {}).get(s))
+                             for n in names)] for s in scales]  # fmt: skip
+        out += _table(["scale", *names], rows)
     out += _reasoning_section(summary)
     for key, title, plot in (
         ("accuracy_by_answer_type", "Accuracy by answer type", "accuracy_by_answer_type"),

@@ -22,8 +22,12 @@ where it does not apply):
   the wrong dimensionality, was predicted), ``dice`` and ``hd95`` (when the model predicts a mask
   and the sample has one; ``meta["mask_label"]``, if present, selects the mask's label value,
   else nonzero is foreground; ``hd95`` in mm from the mask file's spacing, and ``Infinity`` —
-  which Python's ``json`` reads back — when exactly one mask is empty), ``severity_abs_error``
-  (severity questions), ``token_f1`` (open questions);
+  which Python's ``json`` reads back — when exactly one mask is empty); severity questions:
+  ``severity_abs_error`` (an unreadable grade counted at the scale's worst error,
+  `medvl.eval.text_metrics.severity_error`), ``severity_grade`` (the grade read, None when
+  unreadable) and ``severity_max_grade`` (the scale's top, from the Sample's anatomy and
+  modality); open questions: ``token_f1``, ``bleu``, ``rouge_l`` and ``same_findings`` (the
+  same findings in any order);
 * ``latency_s``: wall time of the whole batch (scan loading, preprocessing, generation, heads)
   divided by the batch's size; ``tokens``: generated tokens (the raw text re-tokenised);
 * reasoning quality (:mod:`medvl.eval.reasoning`), when the Sample has reference ``reasoning``
@@ -217,19 +221,23 @@ def _reference_mask(sample: Any, root: Path) -> tuple[Any, Any]:
 
 def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
     """Per-sample correctness and metrics of one `Answer` (the keys of the module docstring)."""
+    from medvl.eval.extract import extract_grade
     from medvl.eval.metrics import (
         answer_correct,
         box_iou,
         dice,
         hd95,
-        severity_abs_error,
         token_f1,
     )
+    from medvl.eval.text_metrics import bleu, rouge_l, same_findings, severity_error
+    from medvl.model.prompts import severity_scale_for
 
     text = answer.answer
     out: dict[str, Any] = {
         "correct": answer_correct(text, sample.answer, sample.answer_type, sample.options),
         "iou": None, "dice": None, "hd95": None, "severity_abs_error": None, "token_f1": None,
+        "severity_grade": None, "severity_max_grade": None, "bleu": None, "rouge_l": None,
+        "same_findings": None,
     }  # fmt: skip
     if sample.answer_type == "grounding" and sample.box is not None:
         try:
@@ -249,9 +257,16 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
             )  # fmt: skip
     if sample.answer_type == "severity":
         reference = sample.severity if sample.severity is not None else sample.answer
-        out["severity_abs_error"] = severity_abs_error(text, reference)
+        scale = severity_scale_for(sample)
+        top = None if scale is None else scale.high
+        out["severity_grade"] = extract_grade(text, max_grade=top)
+        out["severity_max_grade"] = top
+        out["severity_abs_error"] = severity_error(text or "", reference, top)
     if sample.answer_type == "open":
         out["token_f1"] = token_f1(text or "", sample.answer)
+        out["bleu"] = bleu(text, sample.answer)
+        out["rouge_l"] = rouge_l(text, sample.answer)
+        out["same_findings"] = same_findings(text, sample.answer)
     return out
 
 

@@ -250,3 +250,32 @@ def test_reasoning_quality_section_matches_hand_computation(tmp_path):
     plain = make_report([_write(tmp_path / "b.jsonl", _rows("B"))], tmp_path / "plain")
     assert "Reasoning quality" not in plain.read_text()
     assert "reasoning F1" not in plain.read_text()
+
+
+def test_open_and_severity_metrics_in_the_report(tmp_path):
+    """BLEU / ROUGE-L means, the same-findings share, and kappa with unreadable grades counted
+    as the farthest grade, against scikit-learn on the same pairs."""
+    from sklearn.metrics import cohen_kappa_score
+
+    truth = [0, 1, 2, 3, 3, 2, 1, 0]
+    read = [0, 1, 2, 2, None, 2, 0, None]  # two unreadable: true 3 -> 0, true 0 -> 3
+    rows = []
+    for i, (t, g) in enumerate(zip(truth, read, strict=True)):
+        rows.append({"id": f"v{i}", "model": "A", "answer_type": "severity", "correct": g == t,
+                     "reference": str(t), "severity_grade": g, "severity_max_grade": 3,
+                     "severity_abs_error": float(abs((g if g is not None else 3 - 3 * (t > 1))
+                                                     - t))})  # fmt: skip
+    for i in range(4):
+        rows.append({"id": f"o{i}", "model": "A", "answer_type": "open", "correct": i < 3,
+                     "bleu": 0.25 * i, "rouge_l": 0.5, "same_findings": i < 3,
+                     "token_f1": 0.5})  # fmt: skip
+    report = make_report([_write(tmp_path / "a.jsonl", rows)], tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["models"]["A"]
+    expected = cohen_kappa_score(truth, [0, 1, 2, 2, 0, 2, 0, 3], weights="quadratic",
+                                 labels=[0, 1, 2, 3])  # fmt: skip
+    assert summary["severity_kappa"]["3"]["kappa"] == pytest.approx(expected)
+    assert summary["severity_kappa"]["3"]["n"] == 8
+    assert summary["bleu"]["estimate"] == pytest.approx(0.375)
+    assert summary["same_findings"]["successes"] == 3
+    text = report.read_text()
+    assert f"| 0-3 | {expected:.3f} (n=8) |" in text and "same findings" in text

@@ -186,8 +186,27 @@ def test_score_open_and_severity(manifest: Path) -> None:
     assert score(severity, _answer("1"), root)["severity_abs_error"] == pytest.approx(2.0)
     exact = score(severity, _answer("3"), root)
     assert exact["severity_abs_error"] == 0.0 and exact["correct"] is True
-    assert score(severity, _answer("unsure"), root)["severity_abs_error"] is None
+    assert exact["severity_grade"] == 3 and exact["severity_max_grade"] == 4  # ICDR 0-4
+    # Refusing or leaving the scale is no way out: the worst error on 0-4 for a 3 is 3 (vs 0).
+    for reply in ("unsure", "Grade 10"):
+        refused = score(severity, _answer(reply), root)
+        assert refused["severity_abs_error"] == 3.0 and refused["severity_grade"] is None
     assert score(severity, _answer("3"), root)["token_f1"] is None
+    assert score(severity, _answer("3"), root)["bleu"] is None
+
+
+def test_score_open_lists_in_any_order(manifest: Path) -> None:
+    sample = next(s for s in read_manifest(manifest)
+                  if s.answer_type == "open" and "," in s.answer)  # fmt: skip
+    items = [x.strip() for x in sample.answer.split(",")]
+    swapped = " and ".join(reversed(items))
+    metrics = score(sample, _answer(swapped), manifest.parent)
+    assert metrics["correct"] is True and metrics["same_findings"] is True
+    assert 0.0 < metrics["bleu"] < 1.0 and 0.0 < metrics["rouge_l"] < 1.0
+    exact = score(sample, _answer(sample.answer), manifest.parent)
+    assert exact["bleu"] == pytest.approx(1.0) and exact["rouge_l"] == pytest.approx(1.0)
+    missing = score(sample, _answer(items[0]), manifest.parent)
+    assert missing["correct"] is False and missing["same_findings"] is False
 
 
 def test_resume_skips_done_ids(manifest: Path, tmp_path: Path, vlm: MedVLM) -> None:
