@@ -11,7 +11,10 @@ Output in ``out_dir``::
 
 Per model: accuracy overall, per ``answer_type`` and per ``modality`` (Wilson 95% CI over the
 samples with ``correct`` not null); mean IoU / Dice / token F1 / severity error with bootstrap
-95% CIs; HD95 median (``inf`` when a mask was missed, see :mod:`medvl.eval.metrics`); BLEU and
+95% CIs; HD95 median in mm and, for masks without physical spacing, in pixels (``inf`` when a
+mask was missed, see :mod:`medvl.eval.metrics`; grounding rows without a predicted mask count as
+Dice 0 and are listed); grounded accuracy (right answer *and* its evidence box at IoU >= 0.5)
+beside the accuracy of the same rows; BLEU and
 ROUGE-L of open answers and the share naming the same findings in any order; severity
 quadratic-weighted kappa per scale (:mod:`medvl.eval.text_metrics`); format rate
 (``well_formed``); mean latency and tokens; reasoning quality (:mod:`medvl.eval.reasoning`:
@@ -156,8 +159,13 @@ def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
             summary[metric] = {"median": float(np.median(values)), "n": int(values.size)}
         else:
             summary[metric] = None
-    hd = _numbers(records, "hd95")
-    summary["hd95"] = {"median": float(np.median(hd)), "n": int(hd.size)} if hd.size else None
+    for key in ("hd95", "hd95_px"):
+        hd = _numbers(records, key)
+        summary[key] = {"median": float(np.median(hd)), "n": int(hd.size)} if hd.size else None
+    summary["masks_missing"] = sorted(str(r["id"]) for r in records if r.get("mask_missing"))
+    grounded = [r for r in records if isinstance(r.get("grounded_correct"), bool)]
+    summary["grounded_accuracy"] = _proportion(grounded, "grounded_correct")
+    summary["accuracy_where_grounded"] = _proportion(grounded, "correct")
     summary["format_rate"] = _proportion(records, "well_formed")
     summary["same_findings"] = _proportion(records, "same_findings")
     summary["severity_kappa"] = _severity_kappa(records)

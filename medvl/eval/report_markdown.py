@@ -55,6 +55,41 @@ REASONING_COLUMNS = (
 )  # fmt: skip
 
 
+def _grounding_section(summary: dict) -> list[str]:
+    names = summary["model_order"]
+    ms = summary["models"]
+    rows = []
+    for n in names:
+        m = ms[n]
+        grounded, plain = m.get("grounded_accuracy"), m.get("accuracy_where_grounded")
+        hd_px = m.get("hd95_px")
+        if not (grounded or hd_px or m.get("masks_missing")):
+            continue
+        gap = "—"
+        if grounded and plain and grounded.get("n"):
+            gap = f"{plain['estimate'] - grounded['estimate']:+.3f}"
+        missing = m.get("masks_missing") or []
+        rows.append([
+            n, _fmt_acc(plain), _fmt_acc(grounded), gap,
+            f"{_num(hd_px['median'])} (n={hd_px['n']})" if hd_px else "—",
+            f"{len(missing)}" + (f" ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+                                 if missing else ""),
+        ])  # fmt: skip
+    if not rows:
+        return []
+    out = ["", "## Grounding", ""]
+    out.append(
+        "Grounded accuracy: the answer is right *and* the box it rests on overlaps the sample's "
+        "evidence box at IoU >= 0.5; the gap is right answers given for the wrong region. "
+        "Grounding questions count as right at IoU >= 0.5 (Acc@0.5) in the accuracy tables. "
+        "HD95 px: masks without physical spacing (PNG/JPG). Missing masks count as Dice 0."
+    )
+    out.append("")
+    out += _table(["model", "accuracy (same rows)", "grounded accuracy", "gap", "HD95 px median",
+                   "masks missing"], rows)  # fmt: skip
+    return out
+
+
 def _reasoning_section(summary: dict) -> list[str]:
     names = summary["model_order"]
     ms = summary["models"]
@@ -105,7 +140,7 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
             _num(m["tokens"]["mean"], 1) if m["tokens"] else "—",
         ])  # fmt: skip
     out += _table(
-        ["model", "samples", "accuracy", "format rate", "IoU mean", "Dice mean", "HD95 median",
+        ["model", "samples", "accuracy", "format rate", "IoU mean", "Dice mean", "HD95 mm median",
          "latency s (mean)", "tokens (mean)"], rows,
     )  # fmt: skip
     extra = [m for m in ("token_f1", "bleu", "rouge_l", "severity_abs_error")
@@ -130,6 +165,7 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
         rows = [[f"0-{s}", *(_fmt_kappa((ms[n].get("severity_kappa") or {}).get(s))
                              for n in names)] for s in scales]  # fmt: skip
         out += _table(["scale", *names], rows)
+    out += _grounding_section(summary)
     out += _reasoning_section(summary)
     for key, title, plot in (
         ("accuracy_by_answer_type", "Accuracy by answer type", "accuracy_by_answer_type"),

@@ -12,17 +12,24 @@ or ``run_eval("configs/eval_tiny.yaml", ["--max_samples", "8"])`` (what ``medvl 
 where it does not apply):
 
 * ``id``, ``model`` (`EvalConfig.model_name`), ``split``, ``answer_type``, ``modality``,
-  ``anatomy``, ``reference`` (the Sample's ``answer``);
+  ``anatomy``, ``reference`` (the Sample's ``answer``), and what a row needs to be shown on its
+  own: ``question``, ``options``, ``image`` (the first image path, relative to the manifest),
+  ``reference_box`` (the Sample's box);
 * ``output``: the raw generated text (`Answer.raw`); ``answer``: the extracted ``<answer>``
   text (`Answer.answer`); ``reasoning``: the ``<think>`` text; ``box``: the predicted box in
   normalised scan coordinates and ``box_source`` (``head``/``text``); ``well_formed``;
-* ``correct``: ``answer_correct(answer, reference, answer_type, options)`` (None for
-  grounding);
+* ``correct``: ``answer_correct(answer, reference, answer_type, options)``; for grounding,
+  IoU >= 0.5 (Acc@0.5; None without a reference box);
 * metrics: ``iou`` (grounding samples with a reference box: `box_iou`; 0.0 when no box, or one of
-  the wrong dimensionality, was predicted), ``dice`` and ``hd95`` (when the model predicts a mask
-  and the sample has one; ``meta["mask_label"]``, if present, selects the mask's label value,
-  else nonzero is foreground; ``hd95`` in mm from the mask file's spacing, and ``Infinity`` —
-  which Python's ``json`` reads back — when exactly one mask is empty); severity questions:
+  the wrong dimensionality, was predicted); ``evidence_iou`` and ``grounded_correct`` (other
+  answer types whose Sample has a box, the region the answer rests on: the predicted box's IoU
+  with it, and whether the answer is right *and* that IoU >= 0.5); ``dice`` and ``hd95`` (the
+  sample has a mask and the model predicted one, or the row is a grounding question, where a
+  missing mask counts as an empty one — Dice 0 — and ``mask_missing`` says so;
+  ``meta["mask_label"]``, if present, selects the mask's label value, else nonzero is
+  foreground; ``hd95`` in mm from the mask file's spacing, ``hd95_px`` in pixels instead when
+  the file has none, and ``Infinity`` — which Python's ``json`` reads back — when exactly one
+  mask is empty); severity questions:
   ``severity_abs_error`` (an unreadable grade counted at the scale's worst error,
   `medvl.eval.text_metrics.severity_error`), ``severity_grade`` (the grade read, None when
   unreadable) and ``severity_max_grade`` (the scale's top, from the Sample's anatomy and
@@ -58,6 +65,7 @@ from typing import Any
 
 from medvl.config import YamlConfig
 from medvl.eval.predictions import read_predictions
+from medvl.eval.scoring import reasoning_row, score
 
 __all__ = [
     "EvalConfig",
@@ -198,78 +206,6 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def _reference_mask(sample: Any, root: Path) -> tuple[Any, Any]:
-    """The sample's mask as a bool tensor (spatial axes only) and its spacing, or (None, None)."""
-    from medvl.scans import load_scan
-
-    path = sample.mask_path(root)
-    if path is None:
-        return None, None
-    mask = load_scan(path)
-    values = mask[0] if mask.ndim in (3, 4) else mask
-    label = sample.meta.get("mask_label")
-    binary = (values == float(label)) if label is not None else (values != 0)
-    spacing = getattr(mask, "meta", {}).get("spacing")
-    try:
-        spacing = [float(s) for s in spacing][: binary.ndim] if spacing is not None else None
-    except TypeError:
-        spacing = None
-    if spacing is not None and len(spacing) != binary.ndim:
-        spacing = None
-    return binary.as_tensor() if hasattr(binary, "as_tensor") else binary, spacing
-
-
-def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
-    """Per-sample correctness and metrics of one `Answer` (the keys of the module docstring)."""
-    from medvl.eval.extract import extract_grade
-    from medvl.eval.metrics import (
-        answer_correct,
-        box_iou,
-        dice,
-        hd95,
-        token_f1,
-    )
-    from medvl.eval.text_metrics import bleu, rouge_l, same_findings, severity_error
-    from medvl.model.prompts import severity_scale_for
-
-    text = answer.answer
-    out: dict[str, Any] = {
-        "correct": answer_correct(text, sample.answer, sample.answer_type, sample.options),
-        "iou": None, "dice": None, "hd95": None, "severity_abs_error": None, "token_f1": None,
-        "severity_grade": None, "severity_max_grade": None, "bleu": None, "rouge_l": None,
-        "same_findings": None,
-    }  # fmt: skip
-    if sample.answer_type == "grounding" and sample.box is not None:
-        try:
-            out["iou"] = 0.0 if answer.box is None else box_iou(answer.box, sample.box)
-        except ValueError:  # a 2D box for a volume, an inverted box...
-            out["iou"] = 0.0
-    if answer.mask is not None and sample.mask is not None:
-        true, spacing = _reference_mask(sample, root)
-        pred = answer.mask
-        if tuple(pred.shape) == tuple(true.shape):
-            out["dice"] = dice(pred, true)
-            out["hd95"] = hd95(pred, true, spacing=spacing)
-        else:
-            logger.warning(
-                "%s: predicted mask %s and reference %s differ in shape; no dice/hd95",
-                sample.id, tuple(pred.shape), tuple(true.shape),
-            )  # fmt: skip
-    if sample.answer_type == "severity":
-        reference = sample.severity if sample.severity is not None else sample.answer
-        scale = severity_scale_for(sample)
-        top = None if scale is None else scale.high
-        out["severity_grade"] = extract_grade(text, max_grade=top)
-        out["severity_max_grade"] = top
-        out["severity_abs_error"] = severity_error(text or "", reference, top)
-    if sample.answer_type == "open":
-        out["token_f1"] = token_f1(text or "", sample.answer)
-        out["bleu"] = bleu(text, sample.answer)
-        out["rouge_l"] = rouge_l(text, sample.answer)
-        out["same_findings"] = same_findings(text, sample.answer)
-    return out
-
-
 def _matcher(config: EvalConfig) -> Any:
     if config.reasoning_matcher == "none":
         return None
@@ -283,19 +219,9 @@ def _matcher(config: EvalConfig) -> Any:
     return EmbeddingMatcher(threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
 
 
-def _reasoning_scores(
-    sample: Any, row: dict[str, Any], asked: bool, matcher: Any
-) -> dict[str, Any]:
-    """The ``reasoning_*`` keys of one prediction line (None where not scored)."""
-    from medvl.eval.reasoning import ROW_KEYS, score_reasoning
-
-    if matcher is None or not sample.reasoning or not (asked or row["reasoning"]):
-        return dict.fromkeys(ROW_KEYS)
-    return score_reasoning(
-        row["reasoning"], sample.reasoning, matcher, answer=row["answer"],
-        answer_type=sample.answer_type, options=sample.options, tokens=row["tokens"],
-        seconds=row["latency_s"],
-    ).as_row()  # fmt: skip
+def _first_image(sample: Any) -> str:
+    image = sample.image
+    return str(image[0] if isinstance(image, (list, tuple)) else image)
 
 
 def _question(sample: Any, root: Path) -> Any:
@@ -387,6 +313,8 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
                     "id": sample.id, "model": name, "split": sample.split,
                     "answer_type": sample.answer_type, "modality": sample.modality,
                     "anatomy": sample.anatomy, "reference": sample.answer,
+                    "question": sample.question, "options": sample.options,
+                    "image": _first_image(sample), "reference_box": sample.box,
                     "output": ans.raw, "answer": ans.answer, "reasoning": ans.reasoning,
                     "box": None if ans.box is None else [float(v) for v in ans.box],
                     "box_source": ans.box_source, "well_formed": bool(ans.well_formed),
@@ -396,7 +324,7 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
             latency = (time.perf_counter() - start) / len(batch)
             for sample, row in zip(batch, rows, strict=True):
                 row["latency_s"] = latency
-                row.update(_reasoning_scores(sample, row, asked, matcher))
+                row.update(reasoning_row(sample, row, asked, matcher))
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())

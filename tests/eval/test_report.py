@@ -279,3 +279,27 @@ def test_open_and_severity_metrics_in_the_report(tmp_path):
     assert summary["same_findings"]["successes"] == 3
     text = report.read_text()
     assert f"| 0-3 | {expected:.3f} (n=8) |" in text and "same findings" in text
+
+
+def test_grounded_accuracy_and_pixel_hd95_in_the_report(tmp_path):
+    """10 answers with an evidence box: 8 right, 5 of them with the box found; 2 grounding rows
+    with a PNG mask (HD95 in pixels), one with no predicted mask."""
+    rows = []
+    for i in range(10):
+        rows.append({"id": f"a{i}", "model": "A", "answer_type": "closed", "correct": i < 8,
+                     "evidence_iou": 0.7 if i < 5 else 0.1, "grounded_correct": i < 5})  # fmt: skip
+    rows.append({"id": "g0", "model": "A", "answer_type": "grounding", "correct": True,
+                 "iou": 0.6, "dice": 0.8, "hd95_px": 2.0, "mask_missing": False})  # fmt: skip
+    rows.append({"id": "g1", "model": "A", "answer_type": "grounding", "correct": False,
+                 "iou": 0.2, "dice": 0.0, "hd95_px": 6.0, "mask_missing": True})  # fmt: skip
+    report = make_report([_write(tmp_path / "a.jsonl", rows)], tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["models"]["A"]
+    assert summary["grounded_accuracy"]["successes"] == 5
+    assert summary["accuracy_where_grounded"]["successes"] == 8
+    assert summary["hd95_px"] == {"median": 4.0, "n": 2} and summary["hd95"] is None
+    assert summary["masks_missing"] == ["g1"]
+    assert summary["dice"]["estimate"] == pytest.approx(0.4)  # the missing mask counts as 0
+    text = report.read_text()
+    lo, hi = _wilson(5, 10)
+    assert "## Grounding" in text and f"0.500 [{lo:.3f}, {hi:.3f}] (5/10)" in text
+    assert "| +0.300 | 4.000 (n=2) | 1 (g1) |" in text

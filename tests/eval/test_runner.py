@@ -7,6 +7,7 @@ its answers are arbitrary, so exact metric values are checked by calling `score`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -23,15 +24,18 @@ from medvl.data.phantom_samples import generate_phantom_dataset
 from medvl.eval.metrics import answer_correct
 from medvl.eval.predictions import read_predictions
 from medvl.eval.reasoning import ROW_KEYS, split_steps
-from medvl.eval.runner import EvalConfig, evaluate, run_eval, score, summarize
+from medvl.eval.runner import EvalConfig, evaluate, run_eval, summarize
+from medvl.eval.scoring import score
 from medvl.model.medvlm import MedVLM
 from medvl.model.replies import Answer
 from medvl.scans import load_scan
 
 CONTRACT_KEYS = {
     "id", "model", "output", "answer", "box", "correct", "latency_s", "tokens", "answer_type",
-    "modality", "anatomy", "split", "reference", "well_formed", "iou", "dice", "hd95",
-    "severity_abs_error", "token_f1", *ROW_KEYS,
+    "modality", "anatomy", "split", "reference", "well_formed", "iou", "dice", "hd95", "hd95_px",
+    "severity_abs_error", "token_f1", *ROW_KEYS, "question", "options", "image",
+    "reference_box", "evidence_iou", "grounded_correct", "mask_missing", "bleu", "rouge_l",
+    "same_findings", "severity_grade", "severity_max_grade",
 }  # fmt: skip
 
 
@@ -87,15 +91,19 @@ def test_predictions_contract_on_tiny_model(manifest: Path, tmp_path: Path, vlm:
         assert row["model"] == "tiny:qwen2_5_vl-tiny"
         assert row["reference"] == sample.answer and row["split"] == sample.split
         assert row["answer_type"] == sample.answer_type and row["modality"] == sample.modality
-        assert row["correct"] == answer_correct(
-            row["answer"], sample.answer, sample.answer_type, sample.options
-        )
+        if sample.answer_type != "grounding":  # grounding: Acc@0.5, checked below
+            assert row["correct"] == answer_correct(
+                row["answer"], sample.answer, sample.answer_type, sample.options
+            )
         assert isinstance(row["output"], str) and isinstance(row["well_formed"], bool)
+        assert row["question"] == sample.question and row["options"] == sample.options
+        assert row["image"] == sample.image and row["reference_box"] == sample.box
         n_tokens = len(vlm.tokenizer(row["output"], add_special_tokens=False)["input_ids"])
         assert row["tokens"] == n_tokens and 0 < row["tokens"] <= 8
         assert _number(row["latency_s"]) and row["latency_s"] >= 0
         if sample.answer_type == "grounding":
-            assert row["correct"] is None and _number(row["iou"]) and 0.0 <= row["iou"] <= 1.0
+            assert _number(row["iou"]) and 0.0 <= row["iou"] <= 1.0
+            assert row["correct"] is (row["iou"] >= 0.5)  # Acc@0.5
             assert row["box"] is not None and row["box_source"] == "head"  # the box head
         else:
             assert isinstance(row["correct"], bool) and row["iou"] is None
@@ -113,14 +121,14 @@ def test_predictions_contract_on_tiny_model(manifest: Path, tmp_path: Path, vlm:
         else:
             assert row["severity_abs_error"] is None
     fundus = next(r for r in rows if r["id"] == "fundus-000000-grounding")
-    assert 0.0 <= fundus["dice"] <= 1.0 and fundus["hd95"] >= 0  # mask head vs the reference
+    assert 0.0 <= fundus["dice"] <= 1.0 and fundus["hd95_px"] >= 0  # mask head vs the PNG reference
     chest = next(r for r in rows if r["id"] == "chest-000000-grounding")
     assert chest["dice"] is None and chest["hd95"] is None  # no reference mask on this sample
     saved = yaml.safe_load((tmp_path / "p.jsonl.config.yaml").read_text())
     assert saved["manifest"] == str(manifest) and saved["batch_size"] == 4
     summary = summarize(out)
     assert summary["n"] == len(samples) and 0 <= summary["mean_iou"] <= 1
-    assert set(summary["accuracy_by_type"]) == {"choice", "closed", "open", "severity"}
+    assert set(summary["accuracy_by_type"]) == {"choice", "closed", "grounding", "open", "severity"}
     assert 0 <= summary["accuracy"] <= 1 and summary["mean_latency_s"] >= 0
 
 
@@ -145,15 +153,38 @@ def test_score_correct_and_iou(manifest: Path) -> None:
     chest = _sample(manifest, "chest-000000-grounding")
     x1, y1, x2, y2 = chest.box
     same = score(chest, _answer("here", list(chest.box)), root)
-    assert same["iou"] == pytest.approx(1.0) and same["correct"] is None
+    assert same["iou"] == pytest.approx(1.0) and same["correct"] is True  # Acc@0.5
     half = [x1, y1, (x1 + x2) / 2, y2]  # the left half of the reference box
     assert score(chest, _answer("here", half), root)["iou"] == pytest.approx(0.5, abs=1e-5)
-    assert score(chest, _answer("here"), root)["iou"] == 0.0  # no box predicted
+    missed = score(chest, _answer("here"), root)
+    assert missed["iou"] == 0.0 and missed["correct"] is False  # no box predicted
     assert score(chest, _answer("here", [0.1, 0.1, 0.1, 0.5, 0.5, 0.5]), root)["iou"] == 0.0
     # A mask predicted for a sample without a reference mask: no dice / hd95.
     image = load_scan(chest.image_paths(root)[0])[0].as_tensor()
     metrics = score(chest, _answer("here", list(chest.box), image > 0), root)
     assert metrics["dice"] is None and metrics["hd95"] is None
+
+
+def test_score_grounded_accuracy_of_an_answer_with_its_evidence_box(manifest: Path) -> None:
+    """A choice question whose Sample carries the finding's box: right answer with the box
+    found, right answer with the box elsewhere or missing, and a wrong answer."""
+    root = manifest.parent
+    chest = _sample(manifest, "chest-000000-grounding")
+    choice = dataclasses.replace(_sample(manifest, "chest-000000-choice-grade"),
+                                 box=list(chest.box))  # fmt: skip
+    x1, y1, x2, y2 = chest.box
+    elsewhere = [x2, y2, min(1.0, 2 * x2 - x1), min(1.0, 2 * y2 - y1)]  # touches only a corner
+    found = score(choice, _answer("A", list(chest.box)), root)
+    assert found["correct"] is True and found["grounded_correct"] is True
+    assert found["evidence_iou"] == pytest.approx(1.0) and found["iou"] is None
+    for box in (elsewhere, None):
+        lucky = score(choice, _answer("A", box), root)
+        assert lucky["correct"] is True and lucky["grounded_correct"] is False
+        assert lucky["evidence_iou"] == pytest.approx(0.0)
+    wrong = score(choice, _answer("B", list(chest.box)), root)
+    assert wrong["grounded_correct"] is False and wrong["evidence_iou"] == pytest.approx(1.0)
+    plain = score(_sample(manifest, "chest-000000-choice-grade"), _answer("A"), root)
+    assert plain["grounded_correct"] is None and plain["evidence_iou"] is None
 
 
 def test_score_mask_dice_hd95(manifest: Path) -> None:
@@ -164,12 +195,18 @@ def test_score_mask_dice_hd95(manifest: Path) -> None:
     reference = label == sample.meta["mask_label"]
     assert reference.any()
     exact = score(sample, _answer("here", list(sample.box), reference.clone()), root)
-    assert exact["dice"] == pytest.approx(1.0) and exact["hd95"] == pytest.approx(0.0)
+    # A PNG mask has no physical spacing: its HD95 is in pixels, in its own column.
+    assert exact["dice"] == pytest.approx(1.0) and exact["hd95_px"] == pytest.approx(0.0)
+    assert exact["hd95"] is None
     assert 0.0 <= exact["iou"] <= 1.0
     empty = score(sample, _answer("here", list(sample.box), torch.zeros_like(reference)), root)
-    assert empty["dice"] == pytest.approx(0.0) and math.isinf(empty["hd95"])
+    assert empty["dice"] == pytest.approx(0.0) and math.isinf(empty["hd95_px"])
     wrong_shape = score(sample, _answer("here", None, reference[:-1]), root)
-    assert wrong_shape["dice"] is None and wrong_shape["hd95"] is None
+    assert wrong_shape["dice"] is None and wrong_shape["hd95_px"] is None
+    # No mask predicted for a grounding question with a reference mask: Dice 0, listed.
+    missing = score(sample, _answer("here", list(sample.box)), root)
+    assert missing["mask_missing"] is True and missing["dice"] == 0.0
+    assert exact["mask_missing"] is False
 
 
 def test_score_open_and_severity(manifest: Path) -> None:
