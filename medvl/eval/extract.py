@@ -14,9 +14,10 @@ because a wrong reading scores a wrong answer as right (or the reverse) and, in 
   the question ("Is the knee normal?" -> "There is no abnormality" means yes).
 * :func:`extract_grade` reads one integer grade ("2", "Grade 2", "grade II", "two", "2/4",
   "KL 3 out of 4"); several different grades, decimals and grades above ``max_grade`` give None.
-* :func:`normalize_text` is the SQuAD v1.1 answer normalisation (Rajpurkar et al., the official
-  ``evaluate-v1.1.py``, also used by VQA-style open-answer scoring): lowercase, drop
-  punctuation, drop the articles a/an/the, collapse whitespace.
+* :func:`normalize_text` (:mod:`medvl.eval.normalize`) is the SQuAD v1.1 answer normalisation
+  with medical-answer fixes (hyphens, decimals, units, number words).
+
+Every reader unwraps LaTeX ``\\boxed{...}`` first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from medvl.eval.normalize import normalize_text, unbox
+
 __all__ = [
     "extract_choice",
     "extract_choices",
@@ -34,27 +37,6 @@ __all__ = [
     "is_hedge",
     "normalize_text",
 ]
-
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_text(text: Any) -> str:
-    """SQuAD v1.1 answer normalisation, for comparing open answers.
-
-    Lowercase, remove ASCII punctuation, remove the articles ``a``, ``an``, ``the``, and collapse
-    runs of whitespace to one space (the steps and order of SQuAD's ``normalize_answer``).
-
-    Args:
-        text: The answer text; anything that is not a string normalises to ``""``.
-
-    Returns:
-        The normalised text, e.g. ``"The Medial Meniscus."`` -> ``"medial meniscus"``.
-    """
-    if not isinstance(text, str):
-        return ""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def _letters(options: Any) -> list[str]:
@@ -78,7 +60,8 @@ _CUE = re.compile(
 )
 # A cue letter followed by another letter: "answer is B or C", "option B/C".
 _MORE = re.compile(
-    r"[\])*_`\"']*\s*(?:,|/|&|\bor\b|\band\b)\s*[*_`\"'\[(]*[A-Za-z](?![A-Za-z0-9'])"
+    r"[\])*_`\"']*\s*(?:,|/|&|\bor\b|\band\b)\s*[*_`\"'\[]*(?:\([A-Za-z]\)|[A-Z])"
+    r"(?![A-Za-z0-9'])"
 )
 # A leading letter introducing the option's text: "B. Meniscal tear", "(B) tear", "B) tear".
 _LEADING = re.compile(r"[\s*_`\"']*(?:\(([A-Za-z])\)|([A-Z])[.):])(?:\s|$)")
@@ -183,7 +166,8 @@ def extract_choice(text: Any, options: Any = None) -> str | None:
 
     Tried in order, the first rule that reads something decides:
 
-    1. The whole reply is one letter, maybe in brackets or with a full stop: ``"b"``, ``"(B)"``.
+    1. The whole reply, or its first line, is one letter, maybe in brackets or with a full
+       stop: ``"b"``, ``"(B)"``, ``"B\\nBecause the tear..."``.
     2. An answer cue: ``"Answer: B"``, ``"the answer is b"``, ``"Option (C)"``; a cue naming
        two letters (``"answer is B or C"``) gives None, and so do cues naming different letters.
     3. A leading letter before the option's text: ``"B. Meniscal tear"``, ``"(B) tear"``.
@@ -209,9 +193,14 @@ def extract_choice(text: Any, options: Any = None) -> str | None:
     if not isinstance(text, str) or not text.strip():
         return None
     letters = _letters(options)
-    text = text.strip()
+    text = unbox(text).strip()
     if is_hedge(text, options):
         return None
+    lines = text.splitlines()
+    if len(lines) > 1 and (first := _ALONE.fullmatch(lines[0].strip())):
+        # A letter alone on the first line is the choice; what follows explains it.
+        letter = first.group(1).upper()
+        return letter if letter in letters else None
 
     def valid(found: set[str]) -> str | None:
         found = {f.upper() for f in found}
@@ -254,7 +243,34 @@ _YES = ("yes", "yeah", "yep")
 _NO = ("no", "nope")
 _YN_LEAD = re.compile(r"[\s*_`\"'(\[]*([A-Za-z]+)\b")
 _YN_CUE = re.compile(r"\banswer\s*(?:is\s*|:\s*|=\s*|-\s*)[*_`\"'\[(]*([A-Za-z]+)\b", re.I)
-_BOTH = re.compile(r"^\W*(?:yes\W+(?:or|and)\W+no|no\W+(?:or|and)\W+yes)\b", re.I)
+# Both answers offered: "yes or no", "no/yes", or the whole reply "yes, no" / "Yes; no".
+_BOTH = re.compile(
+    r"^\W*(?:yes|no)\s*(?:\bor\b|\band\b|/|&)\s*(?:yes|no)\b"
+    r"|^\W*(?:yes|no)\W+(?:yes|no)\W*$",
+    re.I,
+)
+# A leading "no" that is no answer: "No idea.", "No comment", "No way to tell".
+_NON_ANSWER = re.compile(
+    r"^\W*no\s+(?:idea|comment|clue|answer|opinion|definite|conclusive|certain"
+    r"|way\s+to\s+(?:tell|know|say))\b",
+    re.I,
+)
+# Statements whose yes/no depends on the question (`_by_question`).
+_DENIAL = re.compile(
+    r"^\W*(?:absent|none|negative|without|not\s+(?:seen|present|visible|identified|detected)"
+    r"|no\s+(?:evidence|signs?|features?)\s+of|there\s+(?:is|are)\s+no)\b",
+    re.I,
+)
+_PRESENT = re.compile(
+    r"^\W*(?:present|positive|seen|visible|identified|detected"
+    r"|there\s+(?:is|are)\s+(?!no\b)\w)",
+    re.I,
+)
+_NORMAL = re.compile(
+    r"^\W*(?:normal|unremarkable|within\s+normal\s+limits|no\s+abnormalit(?:y|ies))\b", re.I
+)
+_ABNORMAL = re.compile(r"^\W*abnormal\b", re.I)
+_ASKS_NORMAL = re.compile(r"\bnormal\b", re.I)
 
 
 def _yes_no_word(word: str) -> str | None:
@@ -262,27 +278,52 @@ def _yes_no_word(word: str) -> str | None:
     return "yes" if word in _YES else "no" if word in _NO else None
 
 
-def extract_yes_no(text: Any) -> str | None:
+def _by_question(text: str, question: str) -> str | None:
+    """Yes/no from a statement whose meaning depends on the question: "Normal", "Absent", "No
+    evidence of X", "Present", "There is a tear". A question about normality ("Is the knee
+    normal?") reads "Normal" and a denied finding as yes; any other closed question (about a
+    finding or an abnormality) reads them as no, and a found one as yes."""
+    normality = bool(_ASKS_NORMAL.search(question))  # "abnormal" has no word boundary there
+    if _NORMAL.match(text) or _DENIAL.match(text):
+        return "yes" if normality else "no"
+    if _ABNORMAL.match(text):
+        return "no" if normality else "yes"
+    if _PRESENT.match(text) and not normality:
+        return "yes"
+    return None
+
+
+def extract_yes_no(text: Any, question: str | None = None) -> str | None:
     """``"yes"`` or ``"no"`` from a closed-question reply, conservatively; else None.
 
     Read: a reply whose first word is yes/no (``"Yes."``, ``"no, there is not"``, ``"**No**"``;
     also ``yeah``, ``yep``, ``nope``), or whose answer cue is followed by one (``"The answer is
-    yes"``, ``"Answer: no"``). Several cues that disagree, and ``"yes or no"``, give None.
+    yes"``, ``"Answer: no"``), inside ``\\boxed{}`` or not. Several cues that disagree, both
+    answers offered (``"yes or no"``, ``"yes/no"``, ``"Yes; no"``) and a "no" that is no answer
+    (``"No idea."``, ``"No comment"``) give None.
 
-    Not read (None): yes/no only inside a sentence (``"There is no effusion"``, ``"I see no
-    tear"``) and synonyms (``"true"``, ``"present"``, ``"absent"``, ``"negative"``). Whether a
-    negated finding means "no" depends on what was asked, which this function does not see.
+    With the ``question``, statements are read too (`_by_question`): ``"Normal"``,
+    ``"Absent"``, ``"No evidence of effusion"``, ``"Present"``, ``"There is a tear"`` — "no"
+    to "Is there any abnormality?", "yes" to "Is the knee normal?". Without it they give None
+    (a leading "No evidence ..." still reads as no).
+
+    Not read (None): yes/no only inside a sentence (``"I see no tear"``) and synonyms that need
+    the question when it is not given.
 
     Args:
         text: The answer text.
+        question: The question asked, if known.
 
     Returns:
         ``"yes"``, ``"no"`` or None. Never raises.
     """
     if not isinstance(text, str) or not text.strip():
         return None
-    if _BOTH.match(text):
+    text = unbox(text)
+    if _BOTH.match(text) or _NON_ANSWER.match(text):
         return None
+    if isinstance(question, str) and (said := _by_question(text, question)):
+        return said
     cues = {_yes_no_word(m.group(1)) for m in _YN_CUE.finditer(text)}
     cues.discard(None)
     if len(cues) > 1:

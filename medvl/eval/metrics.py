@@ -41,6 +41,7 @@ from medvl.eval.extract import (
     extract_yes_no,
     normalize_text,
 )
+from medvl.eval.normalize import strip_answer_cue, unbox
 from medvl.eval.text_metrics import same_findings
 from medvl.scans.boxes import paired_box_iou
 
@@ -66,6 +67,7 @@ def answer_correct(
     answer: Any,
     answer_type: str,
     options: Mapping[str, str] | None = None,
+    question: str | None = None,
 ) -> bool | None:
     """Whether a reply's answer is the reference answer.
 
@@ -82,6 +84,8 @@ def answer_correct(
             (:func:`extract_grade` equals it exactly) or
             ``grounding`` (None: score boxes with :func:`box_iou`).
         options: The choice options, so that a reply may give an option's text.
+        question: The question, for closed answers whose yes/no depends on it ("Normal" to
+            "Is there any abnormality?" is no; see :func:`extract_yes_no`).
 
     Returns:
         True or False; None for grounding. An unreadable reply is False.
@@ -98,9 +102,10 @@ def answer_correct(
         letter = extract_choice(prediction_text, options)
         return letter is not None and letter == str(answer).strip().upper()
     if answer_type == "closed":
-        said = extract_yes_no(prediction_text)
+        said = extract_yes_no(prediction_text, question)
         return said is not None and said == str(answer).strip().lower()
     if answer_type == "open":
+        prediction_text = strip_answer_cue(unbox(prediction_text))
         said = normalize_text(prediction_text)
         if said != "" and said == normalize_text(str(answer)):
             return True

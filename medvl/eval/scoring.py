@@ -61,7 +61,9 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
 
     text = answer.answer
     out: dict[str, Any] = {
-        "correct": answer_correct(text, sample.answer, sample.answer_type, sample.options),
+        "correct": answer_correct(
+            text, sample.answer, sample.answer_type, sample.options, sample.question
+        ),
         "iou": None, "dice": None, "hd95": None, "severity_abs_error": None, "token_f1": None,
         "severity_grade": None, "severity_max_grade": None, "bleu": None, "rouge_l": None,
         "same_findings": None, "hd95_px": None, "mask_missing": None, "evidence_iou": None,

@@ -134,7 +134,8 @@ def accuracy_reward(
         answer: The reference answers (``Sample.answer``).
         answer_type: The rows' answer types.
         options: The rows' choice options (letter -> text, or None).
-        **kwargs: Other columns; ``truncated`` is read.
+        **kwargs: Other columns; ``truncated`` and ``question`` (for yes/no read from a
+            statement, see :func:`medvl.eval.extract.extract_yes_no`) are read.
 
     Returns:
         1.0 or 0.0 per row; None for grounding rows (use :func:`box_iou_reward`), severity
@@ -144,13 +145,15 @@ def accuracy_reward(
     answers = _column(answer, n, "answer")
     kinds = _column(answer_type, n, "answer_type")
     opts = _column(options, n, "options")
+    questions = _column(kwargs.get("question"), n, "question")
     said = _answers(completions, kwargs.get("truncated"))
     rewards: list[float | None] = []
-    for text, ref, kind, opt in zip(said, answers, kinds, opts, strict=True):
+    for text, ref, kind, opt, q in zip(said, answers, kinds, opts, questions, strict=True):
         if ref is None or kind is None or kind in ("grounding", "severity"):
             rewards.append(None)
             continue
-        rewards.append(1.0 if text is not None and answer_correct(text, ref, kind, opt) else 0.0)
+        right = text is not None and answer_correct(text, ref, kind, opt, q)
+        rewards.append(1.0 if right else 0.0)
     return rewards
 
 
