@@ -13,13 +13,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from medvl.model import MedVLM
 from medvl.scans import load_scan
-from medvl.scans.views import scan_to_image, volume_to_slice
+from medvl.scans.views import draw_box, scan_to_image, volume_to_slice
 
-BOX_COLOUR = (255, 0, 0)
+BOX_COLOUR = (255, 0, 0)  # the model's box on the slice
 ANSWER_TYPES = ("auto", "open", "closed", "choice", "grounding", "severity")
 _OPTION = re.compile(r"^\s*([A-Za-z0-9]{1,3})\s*[:.)]\s*(.+?)\s*$")
 
@@ -37,21 +37,6 @@ def parse_options(options_text: str | None) -> dict[str, str] | None:
         key, text = (match.group(1).upper(), match.group(2)) if match else (chr(65 + i), part)
         options[key] = text
     return options or None
-
-
-def draw_box(image: Image.Image, box: Sequence[float] | None, width: int = 2) -> Image.Image:
-    """A copy of ``image`` with a normalised 2D box ``[x1, y1, x2, y2]`` outlined in red."""
-    out = image.convert("RGB")
-    if box is None:
-        return out
-    w, h = out.size
-    x1, y1, x2, y2 = (float(v) for v in box)
-    left, top = round(min(x1, x2) * w), round(min(y1, y2) * h)
-    right, bottom = round(max(x1, x2) * w) - 1, round(max(y1, y2) * h) - 1
-    ImageDraw.Draw(out).rectangle(
-        [left, top, max(left, right), max(top, bottom)], outline=BOX_COLOUR, width=width
-    )
-    return out
 
 
 class DemoSession:
@@ -110,10 +95,12 @@ class DemoSession:
         crosses the slice. A box of the wrong dimensionality is not drawn."""
         self._require()
         if not self.is_3d:
-            return draw_box(scan_to_image(self.scan), box if box and len(box) == 4 else None)
+            flat = box if box and len(box) == 4 else None
+            return draw_box(scan_to_image(self.scan), flat, colour=BOX_COLOUR)
         spacing = [float(s) for s in self.scan.meta["spacing"]]
         view = volume_to_slice(self.scan, index, axis, spacing=spacing)
-        return draw_box(view.image, view.image_box(box) if box and len(box) == 6 else None)
+        drawn = view.image_box(box) if box and len(box) == 6 else None
+        return draw_box(view.image, drawn, colour=BOX_COLOUR)
 
     def box_slice(self, box: Sequence[float], axis: int = 2) -> int:
         """The slice along ``axis`` through the middle of a normalised 3D box."""

@@ -4,6 +4,7 @@ Input: the runner's prediction JSONL files (the **Prediction** contract), one mo
 Output in ``out_dir``::
 
     report.md                    tables (GitHub/notebook Markdown), plots embedded by relative path
+    report.html                  the same, self-contained, with each model's worst cases drawn
     summary.json                 every number in the report (and a few more)
     accuracy_by_answer_type.png  grouped bars with Wilson 95% CI error bars, one bar per model
     accuracy_by_modality.png     the same per modality
@@ -45,6 +46,7 @@ from medvl._io import atomic_write_bytes
 from medvl.eval.paired_proportions import mcnemar
 from medvl.eval.plots import accuracy_bars, iou_boxplot
 from medvl.eval.predictions import PredictionFileError, read_predictions
+from medvl.eval.report_html import render_html
 from medvl.eval.report_markdown import render_markdown
 from medvl.eval.stats import (
     Comparison,
@@ -258,18 +260,44 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _scan_root(path: Path, image_root: str | os.PathLike | None) -> Path | None:
+    """Where a prediction file's ``image`` paths are relative to: ``image_root``, else the
+    folder of the manifest named in the run's ``<file>.config.yaml``, else None."""
+    if image_root is not None:
+        return Path(image_root)
+    config = path.with_name(path.name + ".config.yaml")
+    if not config.is_file():
+        return None
+    import yaml
+
+    try:
+        manifest = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("manifest")
+    except yaml.YAMLError:
+        return None
+    return Path(manifest).parent if manifest else None
+
+
 def make_report(
     prediction_files: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     names: Sequence[str] | None = None,
+    gallery: int = 8,
+    image_root: str | os.PathLike | None = None,
 ) -> Path:
-    """Write ``report.md``, ``summary.json`` and PNG plots for the prediction files.
+    """Write ``report.md``, ``report.html``, ``summary.json`` and PNG plots.
+
+    ``report.html`` is self-contained (plots and scans inlined): the Markdown report, then per
+    model a gallery of its ``gallery`` worst cases (`medvl.eval.gallery`) with the scan, the
+    predicted and the true box, the question, the reasoning, the answer and the reference.
 
     Args:
         prediction_files: One runner JSONL file per model; the first is the reference of the
             paired comparisons.
         out_dir: Output folder (created).
         names: Display names, one per file; default each file's ``model`` label.
+        gallery: Worst cases shown per model (0: no gallery).
+        image_root: The folder the rows' ``image`` paths are relative to; default the
+            manifest's folder from each file's ``.config.yaml`` (written by `evaluate`).
 
     Returns:
         The path of ``report.md``.
@@ -329,6 +357,16 @@ def make_report(
     summary["plots"] = plots
     text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
     atomic_write_bytes(out / "summary.json", text.encode("utf-8"))
+    markdown = render_markdown(summary, plots)
+    galleries = {}
+    if gallery > 0:
+        from medvl.eval.gallery import gallery_html
+
+        for n, path in zip(models, files, strict=True):
+            galleries[n] = gallery_html(models[n], _scan_root(path, image_root), gallery)
+    images_bytes = {name: data for name, data in images.items() if data is not None}
+    page = render_html(markdown, {plots[k]: v for k, v in images_bytes.items()}, galleries)
+    atomic_write_bytes(out / "report.html", page.encode("utf-8"))
     report = out / "report.md"
-    atomic_write_bytes(report, render_markdown(summary, plots).encode("utf-8"))
+    atomic_write_bytes(report, markdown.encode("utf-8"))
     return report

@@ -60,7 +60,7 @@ through-plane when every slice is shown.
 
 from medvl.scans.views.coords import Orientation, PlaneMap
 from medvl.scans.views.planar import MIPView, SliceView, volume_to_mip, volume_to_slice
-from medvl.scans.views.render import Resample, scan_to_image, to_uint8
+from medvl.scans.views.render import Resample, draw_box, scan_to_image, to_uint8
 from medvl.scans.views.settings import VIEWS, ViewName, ViewSettings, show_volume
 from medvl.scans.views.stack import FrameView, MontageView, volume_to_frames, volume_to_montage
 
@@ -75,6 +75,7 @@ __all__ = [
     "SliceView",
     "ViewName",
     "ViewSettings",
+    "draw_box",
     "scan_to_image",
     "show_volume",
     "to_uint8",

@@ -144,3 +144,26 @@ def even_indices(n_slices: int, count: int) -> list[int]:
     With ``count >= n_slices`` every slice appears (some twice): the bins are at most a slice wide.
     """
     return [int(i) for i in np.floor((np.arange(count) + 0.5) * n_slices / count)]
+
+
+def draw_box(
+    image: Image.Image,
+    box: Sequence[float] | None,
+    colour: tuple[int, int, int] = (255, 0, 0),
+    width: int = 2,
+) -> Image.Image:
+    """A copy of ``image`` with a normalised 2D box ``[x1, y1, x2, y2]`` outlined (red by
+    default); None draws nothing. Corners are pixel edges, as in medvl's box convention."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB")
+    if box is None:
+        return out
+    w, h = out.size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    left, top = round(min(x1, x2) * w), round(min(y1, y2) * h)
+    right, bottom = round(max(x1, x2) * w) - 1, round(max(y1, y2) * h) - 1
+    ImageDraw.Draw(out).rectangle(
+        [left, top, max(left, right), max(top, bottom)], outline=colour, width=width
+    )
+    return out
