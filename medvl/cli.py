@@ -10,7 +10,8 @@ Every command has ``--help``. Commands:
     medvl sft --config FILE          supervised fine-tuning (config keys overridable: --lr 1e-5)
     medvl grpo --config FILE         GRPO with verifiable medical rewards
     medvl eval --config FILE         score a model on a manifest (resumable predictions JSONL)
-    medvl report PRED... --out DIR   report with CIs, paired comparisons and plots
+    medvl report PRED... --out DIR   report with CIs, paired comparisons, plots, worst cases
+    medvl compare RUN_A RUN_B        two runs on their common samples, paired statistics
     medvl quickstart                 real scans, then phantoms -> SFT -> GRPO -> evaluation
     medvl demo [--model DIR]         the Gradio demo on a checkpoint
 """
@@ -159,11 +160,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from medvl.eval.report import make_report
 
     try:
-        report = make_report(args.predictions, args.out, names=args.names)
-    except (PredictionFileError, FileNotFoundError) as err:
+        report = make_report(args.predictions, args.out, names=args.names,
+                             gallery=args.gallery, image_root=args.image_root)  # fmt: skip
+    except (PredictionFileError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(report.with_name("report.html"))
     print(report)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from medvl.eval.compare import compare_runs
+    from medvl.eval.predictions import PredictionFileError
+
+    try:
+        print(compare_runs(args.run_a, args.run_b, names=args.names))
+    except (PredictionFileError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -347,12 +362,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Summarise one or more prediction files (one model each): accuracy per answer "
         "type and modality with Wilson CIs, IoU/Dice with bootstrap CIs, HD95, format rate, and, "
         "for several models, McNemar and paired-bootstrap comparisons against the first; writes "
-        "report.md, summary.json and PNG plots.",
+        "report.md, a self-contained report.html with each model's worst cases drawn, "
+        "summary.json and PNG plots.",
     )
     report.add_argument("predictions", nargs="+", help="prediction JSONL files from `medvl eval`")
     report.add_argument("--out", required=True, help="output folder")
     report.add_argument("--names", nargs="+", help="a display name per file (default: its model)")
+    report.add_argument("--gallery", type=int, default=8,
+                        help="worst cases drawn per model in report.html (0: none)")  # fmt: skip
+    report.add_argument("--image-root", default=None,
+                        help="folder the predictions' image paths are relative to (default: the "
+                        "manifest's folder, from each file's .config.yaml)")  # fmt: skip
     report.set_defaults(func=_cmd_report)
+
+    compare = commands.add_parser(
+        "compare", help="two runs on their common samples: CIs, McNemar, paired bootstrap",
+        description="Compare two prediction files (or run folders with predictions.jsonl) on "
+        "the sample ids both hold: each run's accuracy, IoU and reasoning F1 with 95% CIs, then "
+        "B - A with McNemar's test (accuracy) and a paired bootstrap (IoU, reasoning F1).",
+    )  # fmt: skip
+    compare.add_argument("run_a", help="predictions JSONL (or its folder) of run A")
+    compare.add_argument("run_b", help="predictions JSONL (or its folder) of run B")
+    compare.add_argument("--names", nargs=2, help="labels of A and B")
+    compare.set_defaults(func=_cmd_compare)
 
     _add_quickstart(commands, FAMILIES, SIZES)
     _add_demo(commands)

@@ -152,10 +152,13 @@ def test_eval_then_report(tmp_path, capsys):
     assert main(args) == 0
     lines = preds.read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(line)["model"] for line in lines)
-    assert main(["report", str(preds), "--out", str(tmp_path / "rep")]) == 0
-    report = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["report", str(preds), "--out", str(tmp_path / "rep"), "--gallery", "2"]) == 0
+    page, report = (Path(p) for p in capsys.readouterr().out.strip().splitlines()[-2:])
     assert report.name == "report.md" and "accuracy" in report.read_text().lower()
     assert (tmp_path / "rep" / "summary.json").is_file()
+    # The gallery found the scans through the run's config: two cards, each with its picture.
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<figure class="case') == 2 and 'class="missing"' not in html
 
 
 def test_report_on_a_missing_key_names_the_line(tmp_path, capsys):
