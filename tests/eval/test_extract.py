@@ -214,3 +214,19 @@ def test_extract_choice_misreadings(text, expected):
 )
 def test_extract_yes_no_misreadings_and_the_question(text, question, expected):
     assert extract_yes_no(text, question) == expected
+
+
+def test_agreement_with_the_judged_replies():
+    """On the 150+ replies judged by hand, answer_correct agrees with the verdict on at least
+    98% and never scores a reply judged wrong (a hedge, a refusal, a wrong answer) as right:
+    in GRPO that would be a reward for it."""
+    from extraction_cases import CASES
+
+    from medvl.eval.metrics import answer_correct
+
+    assert len(CASES) >= 150
+    scored = [(bool(answer_correct(r, ref, kind, opts, q)), ok)
+              for r, ref, kind, ok, q, opts in CASES]  # fmt: skip
+    assert sum(s == ok for s, ok in scored) / len(CASES) >= 0.98
+    wrongly_paid = [c for c, (s, ok) in zip(CASES, scored, strict=True) if s and not ok]
+    assert wrongly_paid == []
