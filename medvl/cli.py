@@ -86,6 +86,9 @@ def _cmd_data_convert(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report.summary())
+    if report.written == 0:
+        print(f"error: no sample written from {args.src} (see the reasons above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -85,7 +85,7 @@ SLAKE_SIZE = (100, 200)  # width, height of xmlab1/source.jpg
 
 
 def make_slake(root: Path) -> Path:
-    """train: 3 English + 1 Chinese; val: 1 (no mask); test: 1 with a missing image."""
+    """train: 3 English + 6 Chinese; val: 1 (no mask); test: 1 with a missing image."""
     one = root / "imgs" / "xmlab1"
     image_file(one / "source.jpg", SLAKE_SIZE)
     image_file(one / "mask.png", SLAKE_SIZE, value=0)
@@ -106,6 +106,12 @@ def make_slake(root: Path) -> Path:
         q(2, "xmlab1", "Does the picture contain liver?", "Yes", "CLOSED", "Organ"),
         q(3, "xmlab1", "图片中包含肝脏吗?", "是", "CLOSED", "Organ", lang="zh"),
         q(4, "xmlab1", "Where is the left lung in this image?", "Right", "OPEN", "Position"),
+        # SLAKE's other Chinese yes/no spellings, as released.
+        q(7, "xmlab1", "这张图片包含肺吗?", "是的", "CLOSED", "Organ", lang="zh"),
+        q(8, "xmlab1", "这是MRI吗?", "不是", "CLOSED", "Modality", lang="zh"),
+        q(9, "xmlab1", "图中有肝脏吗?", "有", "CLOSED", "Organ", lang="zh"),
+        q(10, "xmlab1", "图中有心脏吗?", "没有", "CLOSED", "Organ", lang="zh"),
+        q(11, "xmlab1", "肝脏存在异常吗?", "不存在", "CLOSED", "Abnormality", lang="zh"),
     ])  # fmt: skip
     write_json(root / "validate.json", [q(5, "xmlab2", "What modality is used?", "CT", "OPEN",
                                           "Modality")])  # fmt: skip
@@ -226,9 +232,13 @@ def make_pmc_vqa(root: Path) -> Path:
         ["PMC3_F3.jpg", "What does the arrow show?", "A cyst", "A:A cyst", "B:A tumour",
          "C:Normal tissue", "", "A"],
     ])  # fmt: skip
-    write_csv(root / "train_2.csv", PMC_HEADER + ["split"], [
-        ["PMC9_F9.jpg", "What is shown?", "Edema", "A:Edema", "B:Mass", "C:Normal",
-         "D:Fracture", "A", "train"],
+    # Version 2 as released: no Answer_label, the letter in Answer, a caption and a split.
+    write_csv(root / "train_2.csv", ["index", "Figure_path", "Caption", "Question", "Choice A",
+                                      "Choice B", "Choice C", "Choice D", "Answer", "split"], [
+        ["0", "PMC9_F9.jpg", "Axial T2 image.", "What is shown?", "A:Edema", "B:Mass",
+         "C:Normal", "D:Fracture", "A", "train"],
+        ["1", "PMC9_F9.jpg", "Axial T2 image.", "Which sequence?", " A: T1", " B: T2",
+         " C: FLAIR", " D: DWI", "B", "train"],
     ])  # fmt: skip
     return root
 

@@ -111,6 +111,17 @@ def test_data_convert_with_an_option(tmp_path, capsys):
     assert main(["data", "validate", str(out)]) == 0
 
 
+def test_data_convert_that_writes_nothing_fails(tmp_path, capsys):
+    from adapter_fixtures import make_slake
+
+    src = make_slake(tmp_path / "Slake1.0")  # its test split's only image is missing
+    code = main(["data", "convert", "--format", "slake", str(src), "--out",
+                 str(tmp_path / "t.jsonl"), "--split", "test"])  # fmt: skip
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "written 0 samples" in captured.out and "no sample written" in captured.err
+
+
 def test_data_convert_wrong_layout_names_the_expected_file(tmp_path, capsys):
     code = main(["data", "convert", "--format", "vqa_rad", str(tmp_path), "--out",
                  str(tmp_path / "m.jsonl")])

@@ -97,7 +97,12 @@ def test_slake_chinese_kept_on_request(tmp_path):
     samples, _ = convert(tmp_path, "slake", make_slake, split="train", language=None)
     chinese = samples["slake-train-3"]
     assert (chinese.answer_type, chinese.answer, chinese.meta["q_lang"]) == ("closed", "yes", "zh")
-    assert len(samples) == 4
+    # Every Chinese yes/no spelling of the release is a closed question, not an open one.
+    answers = {i: (samples[f"slake-train-{i}"].answer_type, samples[f"slake-train-{i}"].answer)
+               for i in (7, 8, 9, 10, 11)}  # fmt: skip
+    assert answers == {7: ("closed", "yes"), 8: ("closed", "no"), 9: ("closed", "yes"),
+                       10: ("closed", "no"), 11: ("closed", "no")}  # fmt: skip
+    assert len(samples) == 9
 
 
 def test_slake_box_conversion_and_organ_matching():
@@ -194,9 +199,10 @@ def test_pmc_vqa_test_clean_and_version_2(tmp_path):
     clean, _ = convert(tmp_path / "a", "pmc_vqa", make_pmc_vqa, split="test_clean")
     assert [s.split for s in clean.values()] == ["test_clean"]
     v2, _ = convert(tmp_path / "b", "pmc-vqa", make_pmc_vqa, version=2)
-    assert list(v2) == ["pmc-vqa2-train-0"]
+    assert list(v2) == ["pmc-vqa2-train-0", "pmc-vqa2-train-1"]  # no row lost
     sample = v2["pmc-vqa2-train-0"]
     assert sample.image == "../src/figures/PMC9_F9.jpg" and sample.answer == "A"
+    assert v2["pmc-vqa2-train-1"].answer == "B" and v2["pmc-vqa2-train-1"].options["B"] == "T2"
     assert sample.meta["orig_split"] == "train"  # a column named like a field, kept
 
 

@@ -169,13 +169,19 @@ def text(value: Any) -> str:
     return str(value).strip()
 
 
-# Yes/no spellings that datasets use for closed answers (SLAKE's Chinese ones included).
-YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no", "是": "yes", "否": "no"}
+# Yes/no spellings that datasets use for closed answers, SLAKE's Chinese ones included: "is"
+# (是/是的/对), "has" (有) and "exists" (存在), and their negations.
+YES_NO = {
+    "yes": "yes", "no": "no", "true": "yes", "false": "no",
+    "是": "yes", "是的": "yes", "对": "yes", "有": "yes", "存在": "yes",
+    "否": "no", "不是": "no", "不对": "no", "没有": "no", "无": "no", "不存在": "no",
+}  # fmt: skip
 
 
 def yes_no(answer: str) -> str | None:
-    """``"yes"``/``"no"`` for a yes/no answer in any case (``"Yes."`` too), else None."""
-    return YES_NO.get(answer.strip().rstrip(".").strip().lower())
+    """``"yes"``/``"no"`` for a yes/no answer in any case (``"Yes."``, ``"是的。"`` too), else
+    None."""
+    return YES_NO.get(answer.strip().rstrip(".。！!").strip().lower())
 
 
 # --- splits and files --------------------------------------------------------------------

@@ -55,7 +55,8 @@ def convert_pmc_vqa(
 
     Columns: ``Figure_path``, ``Question``, ``Answer`` (``Anwser`` in some copies),
     ``Choice A`` .. ``Choice D`` whose values repeat the letter (``"A:text"``, ``" A:text"``:
-    stripped here), ``Answer_label`` (the letter). Other columns go to ``meta``.
+    stripped here), ``Answer_label`` (the letter; version 2 has none and puts the letter in
+    ``Answer``). Other columns go to ``meta``.
 
     Mapping: -> ``choice`` with the stripped options; the answer is ``Answer_label``, or the
     option whose text equals ``Answer`` when the label is missing. Empty trailing choices are
@@ -149,6 +150,10 @@ def _sample(
     options = dict(zip(LETTERS, choices, strict=False))
     label = text(row.get("Answer_label") or row.get("Anwser_label")).upper()
     answer_text = text(row.get("Answer") or row.get("Anwser"))
+    # Version 2 has no label column: its Answer holds the letter ("B", "B:", "(B)").
+    bare = re.fullmatch(r"\(?([A-Za-z])\)?\s*[:.)]?", answer_text.strip())
+    if label not in options and bare and bare.group(1).upper() in options:
+        label = bare.group(1).upper()
     answer = label if label in options else answer_letter(answer_text, options)
     if answer is None:
         report.skip("answer label missing and answer text matches no choice", where)
