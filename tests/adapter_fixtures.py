@@ -281,12 +281,39 @@ def make_reasonknee(root: Path) -> Path:
              f'{{"MOAKS_scores": {{"{BML}": {{...}}}}}}',
         "2": 'Grade the effusion-synovitis. The output format should be a JSON object: '
              '{"MOAKS_scores": {"effusion-synovitis": {"Grade": (0-3)}}}',
+        # The other released shapes (question ids as in questions_nobbox_guided.json).
+        "44": 'The output format should be a JSON object with the MOAKS grade: '
+              '{"MOAKS_scores": {"Effusion-synovitis": (grade from 0-3)}}',
+        "45": 'The output format should be a JSON object with the MOAKS grade: '
+              '{"MOAKS_grade": {"Hoffa-synovitis": (grade from 0-3)}}',
+        "51": 'The output format should be a JSON object with the MOAKS grade: '
+              '{"MOAKS_grade": {"medial meniscus anterior horn": {"morphology": '
+              '(grade from 0-8)}}}',
+        "33": 'Represent the MOAKS grade in this format: {"patella osteophyte": {"grade": '
+              '(grade from 0-3)}}',
+        "56": 'The output format should be a JSON object with the hypertrophy presence: '
+              '{"medial_meniscal_hypertrophy": {"presence": (0 | 1)}}',
+        "58": 'Provide your reasoning and ... {"medial_meniscal_root_tear_bbox": [start_slice, '
+              'end_slice, x_min, x_max, y_min, y_max], "medial_meniscal_root_tear": '
+              '{"presence": (0 | 1)}}',
+        "60": 'The output format should be a JSON object with the assessment: {"ACL": '
+              '{"Complete Tear": (0 | 1), "Partial Tear": (0 | 1), "ACL Repair": (0 | 1)}}',
     })  # fmt: skip
     write_json(data / "answer_files" / "answers.json", {
         "9000099_v00_s1_ser1_RIGHT_1": {"MOAKS_scores": {BML: BML_GRADES},
                                         "reasoning": ["Find the patella.", "Grade the BML."],
                                         "bbox": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
         "9000099_v00_s1_ser1_RIGHT_2": {"effusion-synovitis": {"Grade": 1}},
+        "9000099_v00_s1_ser1_RIGHT_44": {"MOAKS_scores": {"Effusion-synovitis": 2}},
+        "9000099_v00_s1_ser1_RIGHT_45": {"MOAKS_grade": {"Hoffa-synovitis": 1}},
+        "9000099_v00_s1_ser1_RIGHT_51": {"MOAKS_grade": {"medial meniscus anterior horn":
+                                                         {"morphology": 6}}},
+        "9000099_v00_s1_ser1_RIGHT_33": {"patella osteophyte": {"grade": 3}},
+        "9000099_v00_s1_ser1_RIGHT_56": {"medial_meniscal_hypertrophy": {"presence": 1}},
+        "9000099_v00_s1_ser1_RIGHT_58": {"medial_meniscal_root_tear_bbox": [40, 52, 10, 30, 60, 80],
+                                         "medial_meniscal_root_tear": {"presence": 0}},
+        "9000099_v00_s1_ser1_RIGHT_60": {"ACL": {"Complete Tear": 0, "Partial Tear": 1,
+                                                 "ACL Repair": 0}},
         "9000296_v01_s2_ser3_LEFT_1": {"MOAKS_scores": {BML: BML_GRADES},
                                        "bbox": [3, 4, 5, 6, 7, 8]},
     })  # fmt: skip

@@ -96,7 +96,9 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
     if sample.answer_type == "severity":
         reference = sample.severity if sample.severity is not None else sample.answer
         scale = severity_scale_for(sample)
-        top = None if scale is None else scale.high
+        top = sample.meta.get("max_grade")  # the Sample's own scale, else its modality's
+        if not isinstance(top, int) or isinstance(top, bool):
+            top = None if scale is None else scale.high
         out["severity_grade"] = extract_grade(text, max_grade=top)
         out["severity_max_grade"] = top
         out["severity_abs_error"] = severity_error(text or "", reference, top)

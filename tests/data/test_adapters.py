@@ -219,8 +219,27 @@ def test_reasonknee(tmp_path):
     samples, report = convert(tmp_path, "3dreasonknee", make_reasonknee,
                               image_root=tmp_path / "src" / "oai")  # fmt: skip
     key_a, key_b = "9000099_v00_s1_ser1_RIGHT", "9000296_v01_s2_ser3_LEFT"
+    shapes = ("44", "45", "51", "33", "56", "58", "60")
     assert set(samples) == {f"3dreasonknee-{key_a}_1", f"3dreasonknee-{key_a}_2",
-                            f"3dreasonknee-{key_b}_1"}  # fmt: skip
+                            f"3dreasonknee-{key_b}_1",
+                            *(f"3dreasonknee-{key_a}_{q}" for q in shapes)}  # fmt: skip
+    shape = {q: samples[f"3dreasonknee-{key_a}_{q}"] for q in shapes}
+    # A plain grade under the region, the MOAKS_grade top key, a 0-8 scale, no top key.
+    assert (shape["44"].answer_type, shape["44"].severity) == ("severity", 2)
+    assert shape["44"].meta["region"] == "Effusion-synovitis"
+    assert (shape["45"].severity, shape["45"].meta["region"]) == (1, "Hoffa-synovitis")
+    assert (shape["51"].severity, shape["51"].meta["max_grade"]) == (6, 8)
+    assert shape["51"].meta["component"] == "morphology"
+    assert (shape["33"].severity, shape["33"].meta["region"]) == (3, "patella osteophyte")
+    # A presence is a yes/no question; a bbox list of slices is kept apart from the grades.
+    assert (shape["56"].answer_type, shape["56"].answer) == ("closed", "yes")
+    assert (shape["58"].answer_type, shape["58"].answer) == ("closed", "no")
+    assert shape["58"].meta["bbox_slices"] == {
+        "medial_meniscal_root_tear_bbox": [40, 52, 10, 30, 60, 80]}  # fmt: skip
+    # Several 0/1 assessments: an open JSON answer in the question's own shape.
+    assert shape["60"].answer_type == "open"
+    assert json.loads(shape["60"].answer) == {"ACL": {"Complete Tear": 0, "Partial Tear": 1,
+                                                      "ACL Repair": 0}}  # fmt: skip
     bml = samples[f"3dreasonknee-{key_a}_1"]
     assert bml.answer_type == "open"
     assert json.loads(bml.answer) == {"MOAKS_scores": {BML: BML_GRADES}}
@@ -234,17 +253,20 @@ def test_reasonknee(tmp_path):
     moved = samples[f"3dreasonknee-{key_b}_1"]  # a cluster path, found through image_root
     assert moved.image == "../src/oai/9000296_v01_LEFT.nii.gz" and moved.mask is None
     assert moved.box is None and moved.meta["bbox_raw"] == [3, 4, 5, 6, 7, 8]
-    assert report.skipped == {"no reference grades for this volume and question": 1}
+    # Volume B is graded on question 1 only: 8 of its 9 questions have no grades.
+    assert report.skipped == {"no reference grades for this volume and question": 8}
     assert report.notes["label file not found, sample kept without a mask"] == 1
 
 
 def test_reasonknee_per_component_and_missing_volume(tmp_path):
     samples, report = convert(tmp_path, "3dreasonknee", make_reasonknee, per_component=True)
-    # Without image_root the test volume is not found; train gives 3 + 1 components.
-    assert len(samples) == 4 and all(s.answer_type == "severity" for s in samples.values())
-    grades = sorted((s.meta["component"], s.severity) for s in samples.values())
+    # Without image_root the test volume is not found; train gives 3 + 1 + 4 single grades
+    # + 3 ACL components as severity questions, and 2 presences as yes/no questions.
+    severity = [s for s in samples.values() if s.answer_type == "severity"]
+    assert len(samples) == 13 and len(severity) == 11
+    grades = sorted((s.meta["component"], s.severity) for s in severity)
     assert grades[0] == ("% of lesion that is BML (excluding cyst)", 0)
-    assert all("Give only the grade" in s.question for s in samples.values())
+    assert all("Give only the grade" in s.question for s in severity)
     assert report.skipped == {"volume file not found": 1}
 
 

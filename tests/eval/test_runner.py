@@ -342,3 +342,15 @@ def test_run_eval_grounding_on_tiny_model(manifest: Path, tmp_path: Path) -> Non
     rows = [json.loads(line) for line in _lines(evaluate(config))]  # loads config.model itself
     assert sorted(r["id"] for r in rows) == sorted(ids)
     assert all(0.0 <= r["iou"] <= 1.0 for r in rows)
+
+
+def test_score_severity_uses_the_samples_own_scale(manifest: Path) -> None:
+    """A Sample whose meta names its scale (3DReasonKnee's morphology 0-8) is read on it."""
+    base = _sample(manifest, "fundus-000000-severity")  # grade 3, ICDR 0-4 by modality
+    sample = dataclasses.replace(base, meta={**base.meta, "max_grade": 8})
+    six = score(sample, _answer("grade 6"), manifest.parent)
+    assert six["severity_grade"] == 6 and six["severity_max_grade"] == 8
+    assert six["severity_abs_error"] == 3.0  # readable on 0-8, not on 0-4
+    assert score(base, _answer("grade 6"), manifest.parent)["severity_grade"] is None
+    off = score(sample, _answer("grade 9"), manifest.parent)
+    assert off["severity_grade"] is None and off["severity_abs_error"] == 5.0  # worst: 8 - 3

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ SOURCE = "3DReasonKnee"
 KEY_COLUMNS = ("patient_id", "time", "study_folder", "series_folder", "knee_side")
 DEFAULT_ANSWERS = ("answer_files/answers.json", "answers.json")
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+SCORE_KEYS = ("MOAKS_scores", "MOAKS_grade", "MOAKS_grades", "MOAKS_score")
+RECORD_KEYS = ("reasoning", "bbox")
+_SCALE = re.compile(r"grade from 0\s*-\s*(\d+)")
 
 
 def convert_reasonknee(
@@ -67,9 +71,14 @@ def convert_reasonknee(
         ├── question_files/questions_nobbox_guided.json  {question_id: question text}
         └── answer_files/answers.json                    ASSUMED grades (module docstring)
 
-    Mapping: one sample per (volume, question) with reference grades. A question asking for
-    several grades -> ``open`` whose answer is the compact JSON ``{"MOAKS_scores": ...}`` the
-    question asks for (the parsed grades also in ``meta["moaks_scores"]``); a question with a
+    Mapping: one sample per (volume, question) with reference grades. The 69 released
+    question formats are read: grades under ``MOAKS_scores`` or ``MOAKS_grade`` or at the top
+    level, per component (``{"Size of BML": 2, ...}``) or one plain grade per region
+    (``{"Hoffa-Synovitis": 2}``); a ``<finding>_bbox`` list of slice/pixel bounds goes to
+    ``meta["bbox_slices"]``; the scale's top from the question ("grade from 0-8") to
+    ``meta["max_grade"]``. A question asking for several grades -> ``open`` whose answer is
+    the compact JSON ``{"MOAKS_scores": ...}`` (the parsed grades also in
+    ``meta["moaks_scores"]``); a single ``presence`` of 0/1 -> ``closed`` yes/no; any other
     single grade -> ``severity`` with that grade. ``per_component=True`` instead emits one
     ``severity`` sample per graded component, the question suffixed with which grade to give.
     ``reasoning`` and a normalised ``bbox`` from the grade record become ``reasoning`` and
@@ -185,9 +194,12 @@ def _samples(
         except json.JSONDecodeError:
             value = None
     record = value if isinstance(value, dict) else {}
-    if "MOAKS_scores" not in record:  # the value is the MOAKS_scores object itself
-        record = {"MOAKS_scores": record}
-    scores = record["MOAKS_scores"]
+    top = next((k for k in SCORE_KEYS if k in record), None)
+    # The released formats: {"MOAKS_scores": {...}}, {"MOAKS_grade": {...}}, or the regions
+    # at the top ({"medial_meniscal_hypertrophy": {"presence": 0}}).
+    scores = record[top] if top else {k: v for k, v in record.items() if k not in RECORD_KEYS}
+    slices = {k: v for k, v in scores.items() if _is_numbers(v)} if isinstance(scores, dict) else {}
+    scores = {k: v for k, v in scores.items() if k not in slices} if slices else scores
     grades = _grades(scores)
     if grades is None:
         report.skip("grades are not a MOAKS_scores object of integer grades", key)
@@ -197,12 +209,24 @@ def _samples(
     bbox = record.get("bbox")
     box = bbox if _is_unit_box(bbox) else None
     extra = {**meta, "question_id": qid, "moaks_scores": scores}
+    if (top_grade := _SCALE.search(question)) is not None:
+        extra["max_grade"] = int(top_grade.group(1))
+    if slices:  # "<finding>_bbox": [start_slice, end_slice, x_min, x_max, y_min, y_max]
+        extra["bbox_slices"] = slices
     if bbox is not None and box is None:
         report.note("bbox not normalised [x1, y1, z1, x2, y2, z2]; kept as meta bbox_raw", key)
         extra["bbox_raw"] = bbox
     fields = dict(common, question=question, reasoning=reasoning, box=box)
+    if len(grades) == 1 and grades[0][1] == "presence" and grades[0][2] in (0, 1):
+        sample = make_sample(report, key, id=f"3dreasonknee-{key}",
+                             answer="yes" if grades[0][2] else "no", answer_type="closed",
+                             meta={**extra, "region": grades[0][0]}, **fields)  # fmt: skip
+        if sample is not None:
+            yield sample
+        return
     if not per_component and len(grades) > 1:
-        answer = json.dumps({"MOAKS_scores": scores}, ensure_ascii=False)
+        # The answer in the shape the question asks for.
+        answer = json.dumps({top: scores} if top else scores, ensure_ascii=False)
         sample = make_sample(report, key, id=f"3dreasonknee-{key}", answer=answer,
                              answer_type="open", meta=extra, **fields)  # fmt: skip
         if sample is not None:
@@ -228,7 +252,9 @@ def _grades(scores: Any) -> list[tuple[str, str, int]] | None:
         return None
     out = []
     for region, components in scores.items():
-        if not isinstance(components, dict) or not components:
+        if not isinstance(components, dict):  # a plain grade under the region
+            components = {"grade": components}
+        if not components:
             return None
         for component, grade in components.items():
             if isinstance(grade, str) and grade.strip().isdigit():
@@ -237,6 +263,14 @@ def _grades(scores: Any) -> list[tuple[str, str, int]] | None:
                 return None
             out.append((str(region), str(component), grade))
     return out
+
+
+def _is_numbers(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
 
 
 def _is_unit_box(box: Any) -> bool:
