@@ -52,20 +52,20 @@ output as ``<output>.config.yaml``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medvl.config import YamlConfig
+from medvl.eval.eval_config import EvalConfig
 from medvl.eval.predictions import read_predictions
 from medvl.eval.scoring import reasoning_row, score
+from medvl.eval.shards import merge_shards, processes, shard_path, shard_paths
 
 __all__ = [
     "EvalConfig",
@@ -76,107 +76,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MATCHERS = ("embedding", "judge", "none")
-_CHECKPOINT_DIR = re.compile(r"^(final|checkpoint[-_].*|step[-_].*)$")
-
-
-@dataclass
-class EvalConfig(YamlConfig):
-    """Everything an evaluation run needs; load it with `EvalConfig.from_yaml` (`medvl.config`).
-
-    Attributes:
-        model: A model folder / hub id for `MedVLM.from_pretrained` (a plain Qwen-VL or a
-            MedVLM checkpoint such as ``outputs/sft_tiny/final``), or ``tiny:<family>-<size>``
-            (e.g. ``tiny:qwen2_5_vl-tiny``) for `medvl.model.build_tiny_model`.
-        manifest: JSONL manifest of the samples to answer.
-        output: Predictions JSONL; default ``outputs/eval/<model_name>/predictions.jsonl``.
-        model_name: Label written in every line's ``model``; default from ``model`` (the
-            ``tiny:`` string, or the folder's name — with its parent's for ``final`` /
-            ``checkpoint-*`` folders).
-        split: Only samples of this split (None: all).
-        max_samples: Only the first N samples (after the split filter; None: all).
-        batch_size: Questions per `MedVLM.answer_batch` call.
-        max_new_tokens: Most tokens generated per answer.
-        reasoning: Ask for ``<think>`` reasoning first (None: the model config's default).
-        view: How volumes are shown: ``frames``, ``montage``, ``slice``, ``mip`` (None: model's).
-        n_frames: Frames / tiles of a volume (None: the model's).
-        do_sample: Sample instead of greedy decoding.
-        dtype: Weights' dtype (`medvl.model.resolve_dtype`: None is bf16 on CUDA, else fp32).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-        check_files: Require every image/mask of the manifest to exist before starting.
-        seed: Seeds torch/numpy/random before loading the model and answering.
-        progress: Show a tqdm progress bar.
-        reasoning_matcher: How reasoning steps are matched to the reference's:
-            ``embedding`` (offline sentence embeddings, `medvl.eval.reasoning.EmbeddingMatcher`),
-            ``judge`` (an LLM over an OpenAI-compatible endpoint named by
-            ``$MEDVL_JUDGE_BASE_URL`` / ``$MEDVL_JUDGE_MODEL``, `medvl.eval.judge`) or ``none``
-            (no reasoning scores).
-        reasoning_threshold: The matcher's similarity threshold (None: its calibrated default).
-    """
-
-    model: str = ""
-    manifest: str = ""
-    output: str | None = None
-    model_name: str | None = None
-    split: str | None = None
-    max_samples: int | None = None
-    batch_size: int = 8
-    max_new_tokens: int = 256
-    reasoning: bool | None = None
-    view: str | None = None
-    n_frames: int | None = None
-    do_sample: bool = False
-    dtype: str | None = None
-    device: str = "auto"
-    check_files: bool = True
-    seed: int = 0
-    progress: bool = True
-    reasoning_matcher: str = "embedding"
-    reasoning_threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.reasoning_matcher not in MATCHERS:
-            raise ValueError(
-                f"reasoning_matcher must be one of {', '.join(MATCHERS)}, "
-                f"got {self.reasoning_matcher!r}"
-            )
-        if not self.model:
-            raise ValueError("model is required (a model folder or tiny:<family>-<size>)")
-        if not self.manifest:
-            raise ValueError("manifest is required")
-        for name in ("batch_size", "max_new_tokens", "n_frames"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.max_samples is not None and self.max_samples < 0:
-            raise ValueError(f"max_samples must be >= 0, got {self.max_samples}")
-
-    @property
-    def resolved_model_name(self) -> str:
-        """`model_name`, or the label derived from `model`."""
-        if self.model_name:
-            return self.model_name
-        if self.model.startswith("tiny:"):  # a tiny build: its spec is its name
-            return self.model
-        path = Path(self.model.rstrip("/\\"))
-        if _CHECKPOINT_DIR.match(path.name) and path.parent.name:
-            return f"{path.parent.name}/{path.name}"
-        return path.name or self.model
-
-    @property
-    def output_path(self) -> Path:
-        """`output`, or ``outputs/eval/<model name>/predictions.jsonl``."""
-        if self.output:
-            return Path(self.output)
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.resolved_model_name).strip("_") or "model"
-        return Path("outputs") / "eval" / safe / "predictions.jsonl"
-
-    @property
-    def config_path(self) -> Path:
-        """Where the config used is saved: ``<output>.config.yaml``."""
-        out = self.output_path
-        return out.with_name(out.name + ".config.yaml")
 
 
 def load_eval_model(config: EvalConfig) -> Any:
@@ -260,8 +159,6 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
         ValueError: The output already holds predictions of another model, or is damaged
             before its last line.
     """
-    from tqdm.auto import tqdm
-
     from medvl.data import read_manifest
 
     manifest = Path(config.manifest)
@@ -275,30 +172,54 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
     output = config.output_path
     output.parent.mkdir(parents=True, exist_ok=True)
     name = config.resolved_model_name
-    done = read_predictions(output, repair=True)
+    procs = processes()  # several under accelerate launch / torchrun: medvl.eval.shards
+    written = output if procs.count == 1 else shard_path(output, procs.index)
+    done = read_predictions(output, repair=procs.is_main)
+    for path in shard_paths(output):  # an interrupted run's shards count as done
+        done += read_predictions(path, repair=path == written)
     others = sorted({str(r.get("model")) for r in done} - {name})
     if others:
         raise ValueError(
             f"{output} already holds predictions of model {', '.join(others)}, not {name!r}: "
             "choose another output (or model_name)"
         )
-    config.save_yaml(config.config_path)
+    if procs.is_main:
+        config.save_yaml(config.config_path)
     done_ids = {r["id"] for r in done}
-    todo = [s for s in samples if s.id not in done_ids]
-    logger.info("%s: %d samples, %d already done, %d to answer",
-                output, len(samples), len(samples) - len(todo), len(todo))  # fmt: skip
-    if not todo:
-        return output
+    todo = [s for i, s in enumerate(samples)
+            if i % procs.count == procs.index and s.id not in done_ids]  # fmt: skip
+    logger.info("%s: %d samples, %d already done, %d to answer here",
+                output, len(samples), len(done_ids), len(todo))  # fmt: skip
+    if todo:
+        _answer_all(config, model, todo, root, written, name, procs)
+    procs.wait()
+    if procs.count > 1 or shard_paths(output):
+        if procs.is_main:
+            merge_shards(output, [s.id for s in samples])
+        procs.wait()
+    return output
+
+
+def _answer_all(config: EvalConfig, model: Any, todo: Sequence[Any], root: Path,
+                output: Path, name: str, procs: Any) -> None:  # fmt: skip
+    """Answers ``todo`` and appends its lines to ``output`` (fsynced per batch)."""
+    from tqdm.auto import tqdm
 
     _seed(config.seed)
     matcher = _matcher(config)  # before the model: a judge without an endpoint fails at once
     if model is None:
+        if procs.count > 1 and config.device == "auto":
+            import torch
+
+            if torch.cuda.is_available():
+                config = dataclasses.replace(config, device=f"cuda:{procs.local_index}")
         model = load_eval_model(config)
     asked = config.reasoning
     if asked is None:
         asked = bool(getattr(getattr(getattr(model, "config", None), "prompt", None),
                              "reasoning", False))  # fmt: skip
-    bar = tqdm(total=len(todo), desc=f"eval {name}", unit="sample", disable=not config.progress)
+    bar = tqdm(total=len(todo), desc=f"eval {name}", unit="sample",
+               disable=not config.progress or not procs.is_main)  # fmt: skip
     with output.open("a", encoding="utf-8") as f:
         for batch in _batches(todo, config.batch_size):
             start = time.perf_counter()
@@ -330,7 +251,6 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
             os.fsync(f.fileno())
             bar.update(len(batch))
     bar.close()
-    return output
 
 
 def summarize(predictions: str | os.PathLike | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -381,16 +301,19 @@ def summarize(predictions: str | os.PathLike | Sequence[Mapping[str, Any]]) -> d
 def run_eval(
     config_path: str | os.PathLike, overrides: Sequence[str] | Mapping[str, Any] = ()
 ) -> Path:
-    """What ``medvl eval --config X [--key value ...]`` runs: load, evaluate, print a summary.
+    """What ``medvl eval --config X [--key value ...]`` runs: load, evaluate, print a summary
+    (for each of ``models``, when the config lists several).
 
     Returns:
-        The predictions file; its summary (`summarize`) is printed as JSON.
+        The (last) predictions file; each summary (`summarize`) is printed as JSON.
 
     Raises:
         medvl.config.ConfigError: An unknown key or a bad value in the YAML or the overrides.
     """
     config = EvalConfig.from_yaml(config_path, overrides)
-    output = evaluate(config)
-    summary = summarize(output)
-    print(json.dumps({"predictions": str(output), **summary}, indent=2))
+    output = Path()
+    for one in config.each_model():
+        output = evaluate(one)
+        if processes().is_main:
+            print(json.dumps({"predictions": str(output), **summarize(output)}, indent=2))
     return output
