@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -37,15 +38,17 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory, medvl_cache: Path) -> d
     }
 
 
-def execute(name: str, tmp_path: Path, env: dict[str, str], monkeypatch) -> Path:
-    """Run notebooks/<name> in a fresh kernel (raises CellExecutionError on a failing cell)."""
+def execute(name: str, tmp_path: Path, env: dict[str, str], monkeypatch) -> tuple[Path, Any]:
+    """Run notebooks/<name> in a fresh kernel (raises CellExecutionError on a failing cell);
+    returns the output folder and the executed notebook."""
     out = tmp_path / "out"
     out.mkdir()
     work = tmp_path / "cwd"
     work.mkdir()
     for key, value in {**env, "MEDVL_NOTEBOOK_OUT": str(out)}.items():
         monkeypatch.setenv(key, value)  # the kernel inherits the environment
-    monkeypatch.setenv("MPLBACKEND", "agg")
+    # Jupyter's inline backend, so that figures become outputs the test can count.
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = NotebookClient(
         nb,
@@ -58,7 +61,26 @@ def execute(name: str, tmp_path: Path, env: dict[str, str], monkeypatch) -> Path
               if o.output_type == "error"]  # fmt: skip
     assert not errors, errors
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code"), "a cell did not run"
-    return out
+    return out, nb
+
+
+def _outputs(nb: Any) -> list[Any]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def _figures(nb: Any) -> int:
+    return sum("image/png" in o.get("data", {}) for o in _outputs(nb))
+
+
+def _text(nb: Any) -> str:
+    """Everything the cells printed or displayed as text or HTML."""
+    parts = []
+    for o in _outputs(nb):
+        parts.append(o.get("text", ""))
+        data = o.get("data", {})
+        parts += [data.get("text/plain", ""), data.get("text/html", ""),
+                  data.get("text/markdown", "")]  # fmt: skip
+    return "\n".join(parts)
 
 
 def test_notebooks_are_stored_without_outputs() -> None:
@@ -71,22 +93,37 @@ def test_notebooks_are_stored_without_outputs() -> None:
 
 
 @pytest.mark.timeout(400)
-def test_evaluate_phantoms_notebook(tmp_path, kernel_env, monkeypatch) -> None:
-    out = execute("evaluate_phantoms.ipynb", tmp_path, kernel_env, monkeypatch)
-    report = out / "report" / "report.md"
-    assert report.is_file() and report.read_text().strip()
-    assert (out / "report" / "summary.json").is_file()
-    assert list((out / "report").glob("*.png"))
-    for preds in ("preds_a.jsonl", "preds_b.jsonl"):
-        lines = (out / preds).read_text().splitlines()
-        assert len(lines) == 19, preds  # one per question: 3 phantom cases x 6-7 questions
+def test_explore_scans_notebook(tmp_path, kernel_env, monkeypatch) -> None:
+    _, nb = execute("01_explore_scans.ipynb", tmp_path, kernel_env, monkeypatch)
+    text = _text(nb)
+    # CT windows, slice/MIP/montage, video frames, the phantoms with boxes, the knee montage.
+    assert _figures(nb) == 5
+    assert "lesion visible on tiles" in text and "19 questions about 3 cases" in text
+    assert "voxel under pixel (10, 10) of frame 3" in text
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize(
-    "name",
-    sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name != "evaluate_phantoms.ipynb"),
-)
-def test_other_notebooks_run(name, tmp_path, kernel_env, monkeypatch) -> None:
-    out = execute(name, tmp_path, kernel_env, monkeypatch)  # raises on any failing cell
-    assert out.is_dir()
+def test_evaluate_model_notebook(tmp_path, kernel_env, monkeypatch) -> None:
+    out, nb = execute("02_evaluate_model.ipynb", tmp_path, kernel_env, monkeypatch)
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 19  # one per question: 3 phantom cases x 6-7 questions
+    page = (out / "report" / "report.html").read_text(encoding="utf-8")
+    assert page.count('<figure class="case') == 4 and 'class="missing"' not in page
+    # Three report plots, the chest case and the knee slice with their boxes.
+    assert _figures(nb) >= 5
+    text = _text(nb)
+    for kind in ("choice", "closed", "grounding", "open", "severity"):
+        assert f"<th>{kind}</th>" in text  # the accuracy-by-type table has every type
+    assert text.count('<figure class="case') >= 4  # the worst cases shown in the notebook
+
+
+@pytest.mark.timeout(400)
+def test_compare_models_notebook(tmp_path, kernel_env, monkeypatch) -> None:
+    out, nb = execute("03_compare_models.ipynb", tmp_path, kernel_env, monkeypatch)
+    text = _text(nb)
+    assert "26 common samples" in text and "B − A (qwen3 − qwen2.5)" in text
+    assert "<th>qwen2.5</th>" in text and "<th>qwen3</th>" in text  # the side-by-side table
+    assert "reasoning_f1" in text
+    # The report's reasoning table, one row per model.
+    assert "step F1" in text and "| qwen2.5 |" in text and "| qwen3 |" in text
+    assert (out / "report" / "report.html").is_file()

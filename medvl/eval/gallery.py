@@ -50,6 +50,7 @@ def case_picture(
     reference_box: Sequence[float] | None = None,
     box: Sequence[float] | None = None,
     size: int = 320,
+    index: int | None = None,
 ) -> Image.Image:
     """The scan at ``image`` with the reference box (green) and the predicted box (red).
 
@@ -58,6 +59,9 @@ def case_picture(
         reference_box: The true box, normalised (4 numbers for 2D, 6 for a volume).
         box: The predicted box, normalised.
         size: The picture's longer side in pixels.
+        index: A volume's axial slice (default: through the middle of the reference box, else
+            the predicted one, else the middle slice); ignored for 2D. A 3D box is drawn on
+            the slices it spans.
 
     Raises:
         medvl.scans.ScanError: The scan cannot be read.
@@ -69,7 +73,9 @@ def case_picture(
     if scan.ndim == 4:
         guide = next((b for b in (reference_box, box) if b is not None and len(b) == 6), None)
         depth = int(scan.shape[3])
-        index = None if guide is None else min(depth - 1, int((guide[2] + guide[5]) / 2 * depth))
+        if index is None and guide is not None:
+            index = min(depth - 1, int((guide[2] + guide[5]) / 2 * depth))
+        index = None if index is None else min(depth - 1, max(0, int(index)))
         spacing = [float(s) for s in scan.meta["spacing"]]
         view = volume_to_slice(scan, index, 2, spacing=spacing, size=size)
         picture = view.image
