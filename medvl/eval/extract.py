@@ -36,6 +36,7 @@ __all__ = [
     "extract_yes_no",
     "is_hedge",
     "normalize_text",
+    "says_both",
 ]
 
 
@@ -276,6 +277,12 @@ _ASKS_NORMAL = re.compile(r"\bnormal\b", re.I)
 def _yes_no_word(word: str) -> str | None:
     word = word.lower()
     return "yes" if word in _YES else "no" if word in _NO else None
+
+
+def says_both(text: Any) -> bool:
+    """Whether a closed reply offers both answers ("yes or no", "yes/no", "Yes; no"): a hedge,
+    scored wrong whatever the truth."""
+    return isinstance(text, str) and bool(_BOTH.match(unbox(text)))
 
 
 def _by_question(text: str, question: str) -> str | None:

@@ -9,6 +9,8 @@ Output in ``out_dir``::
     accuracy_by_answer_type.png  grouped bars with Wilson 95% CI error bars, one bar per model
     accuracy_by_modality.png     the same per modality
     iou.png                      box plot of per-sample IoU per model (only when a file has IoU)
+    dice.png                     the same for Dice (only when a file has Dice)
+    reasoning_length.png         reply length of right and wrong answers (rows with reasoning)
 
 Per model: accuracy overall, per ``answer_type`` and per ``modality`` (Wilson 95% CI over the
 samples with ``correct`` not null); mean IoU / Dice / token F1 / severity error with bootstrap
@@ -44,7 +46,7 @@ import numpy as np
 
 from medvl._io import atomic_write_bytes
 from medvl.eval.paired_proportions import mcnemar
-from medvl.eval.plots import accuracy_bars, iou_boxplot
+from medvl.eval.plots import accuracy_bars, iou_boxplot, length_by_correctness, overlap_boxplot
 from medvl.eval.predictions import PredictionFileError, read_predictions
 from medvl.eval.report_html import render_html
 from medvl.eval.report_markdown import render_markdown
@@ -170,6 +172,13 @@ def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
     summary["accuracy_where_grounded"] = _proportion(grounded, "correct")
     summary["format_rate"] = _proportion(records, "well_formed")
     summary["same_findings"] = _proportion(records, "same_findings")
+    summary["hedged"] = _proportion(records, "hedged")
+    summary["accuracy_by_modality_and_type"] = {
+        modality: _grouped_accuracy([r for r in records
+                                     if str(r.get("modality") or "unknown") == modality],
+                                    "answer_type")
+        for modality in summary["accuracy_by_modality"]
+    }  # fmt: skip
     summary["severity_kappa"] = _severity_kappa(records)
     summary["reasoning_consistent"] = _proportion(records, "reasoning_consistent")
     summary[REASONING_BY_CORRECT] = {}
@@ -348,7 +357,15 @@ def make_report(
             summary, "accuracy_by_modality", "Accuracy by modality", "modality"
         ),
         "iou": iou_boxplot({n: _numbers(recs, "iou") for n, recs in models.items()}),
-    }
+        "dice": overlap_boxplot({n: _numbers(recs, "dice") for n, recs in models.items()},
+                                "Dice"),
+        "reasoning_length": length_by_correctness({
+            n: tuple(_numbers([r for r in recs if r.get("correct") is ok
+                               and r.get("reasoning") is not None], "tokens")
+                     for ok in (True, False))
+            for n, recs in models.items()
+        }),
+    }  # fmt: skip
     plots = {}
     for key, data in images.items():
         if data is not None:

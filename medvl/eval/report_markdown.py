@@ -55,6 +55,21 @@ REASONING_COLUMNS = (
 )  # fmt: skip
 
 
+def _modality_by_type(summary: dict) -> list[str]:
+    names = summary["model_order"]
+    ms = summary["models"]
+    cells = {(n, mod, kind): cell for n in names
+             for mod, kinds in (ms[n].get("accuracy_by_modality_and_type") or {}).items()
+             for kind, cell in kinds.items()}  # fmt: skip
+    if len({mod for _, mod, _ in cells}) < 2:
+        return []  # one modality: the answer-type table below says it all
+    out = ["", "## Accuracy by modality and answer type", ""]
+    keys = sorted({(mod, kind) for _, mod, kind in cells})
+    rows = [[mod, kind, *(_fmt_acc(cells.get((n, mod, kind))) for n in names)]
+            for mod, kind in keys]  # fmt: skip
+    return out + _table(["modality", "answer type", *names], rows)
+
+
 def _grounding_section(summary: dict) -> list[str]:
     names = summary["model_order"]
     ms = summary["models"]
@@ -90,7 +105,7 @@ def _grounding_section(summary: dict) -> list[str]:
     return out
 
 
-def _reasoning_section(summary: dict) -> list[str]:
+def _reasoning_section(summary: dict, plots: dict[str, str]) -> list[str]:
     names = summary["model_order"]
     ms = summary["models"]
     if not any(ms[n].get("reasoning_f1") for n in names):
@@ -113,6 +128,8 @@ def _reasoning_section(summary: dict) -> list[str]:
                      _fmt_mean(by.get("wrong"))])  # fmt: skip
     out += _table(["model", *(label for _, label in REASONING_COLUMNS), "consistent",
                    "F1 right", "F1 wrong"], rows)  # fmt: skip
+    if "reasoning_length" in plots:
+        out += ["", f"![Reasoning length by correctness]({plots['reasoning_length']})"]
     return out
 
 
@@ -165,8 +182,14 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
         rows = [[f"0-{s}", *(_fmt_kappa((ms[n].get("severity_kappa") or {}).get(s))
                              for n in names)] for s in scales]  # fmt: skip
         out += _table(["scale", *names], rows)
+    out += _modality_by_type(summary)
+    hedges = [f"{n} {ms[n]['hedged']['successes']}/{ms[n]['hedged']['n']}" for n in names
+              if (ms[n].get("hedged") or {}).get("n")]  # fmt: skip
+    if hedges:
+        out += ["", "Hedged replies (two options offered, or both yes and no; scored wrong): "
+                + ", ".join(hedges) + "."]
     out += _grounding_section(summary)
-    out += _reasoning_section(summary)
+    out += _reasoning_section(summary, plots)
     for key, title, plot in (
         ("accuracy_by_answer_type", "Accuracy by answer type", "accuracy_by_answer_type"),
         ("accuracy_by_modality", "Accuracy by modality", "accuracy_by_modality"),
@@ -182,6 +205,8 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
         out += [f"![IoU distribution]({plots['iou']})"]
     else:
         out += ["No sample has an IoU."]
+    if "dice" in plots:
+        out += ["", f"![Dice distribution]({plots['dice']})"]
     if summary["comparisons"]:
         ref = summary["reference_model"]
         out += ["", f"## Paired comparisons against {ref}", ""]

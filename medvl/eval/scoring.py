@@ -48,7 +48,7 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
     """Per-sample correctness and metrics of one `Answer` (the keys of the module docstring)."""
     import torch
 
-    from medvl.eval.extract import extract_grade
+    from medvl.eval.extract import extract_grade, is_hedge, says_both
     from medvl.eval.metrics import (
         answer_correct,
         box_iou,
@@ -68,6 +68,9 @@ def score(sample: Any, answer: Any, root: Path) -> dict[str, Any]:
         "severity_grade": None, "severity_max_grade": None, "bleu": None, "rouge_l": None,
         "same_findings": None, "hd95_px": None, "mask_missing": None, "evidence_iou": None,
         "grounded_correct": None,
+        # A hedge ("A or B", "yes/no") is recorded as one, and scored wrong above.
+        "hedged": (is_hedge(text, sample.options) if sample.answer_type == "choice"
+                   else says_both(text) if sample.answer_type == "closed" else None),
     }  # fmt: skip
     if sample.box is not None:
         try:

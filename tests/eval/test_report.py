@@ -134,7 +134,8 @@ def test_plots_are_valid_images_and_embedded(two_model_report):
 
     report, summary = two_model_report
     text = report.read_text()
-    for name in ("accuracy_by_answer_type.png", "accuracy_by_modality.png", "iou.png"):
+    for name in ("accuracy_by_answer_type.png", "accuracy_by_modality.png", "iou.png",
+                 "dice.png"):
         path = report.parent / name
         with Image.open(path) as im:
             im.verify()
@@ -145,8 +146,9 @@ def test_plots_are_valid_images_and_embedded(two_model_report):
     assert sorted(summary["plots"].values()) == [
         "accuracy_by_answer_type.png",
         "accuracy_by_modality.png",
+        "dice.png",
         "iou.png",
-    ]
+    ]  # no reasoning in these rows: no reasoning-length plot
     # no temporary files left behind
     assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]
 
@@ -225,8 +227,13 @@ def test_reasoning_quality_section_matches_hand_computation(tmp_path):
         r.update(reasoning_recall=1.0 if right else 0.5, reasoning_precision=1.0 if right else 0.5,
                  reasoning_f1=1.0 if right else 0.5, reasoning_order=1.0,
                  reasoning_per_100_tokens=20.0, reasoning_consistent=i < 45)  # fmt: skip
+    for r in rows:  # replies with reasoning: longer when right
+        r["reasoning"], r["tokens"] = "steps", 120 if r["correct"] else 40
     report = make_report([_write(tmp_path / "a.jsonl", rows)], tmp_path / "out")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["models"]["A"]
+    plots = json.loads((tmp_path / "out" / "summary.json").read_text())["plots"]
+    assert plots["reasoning_length"] == "reasoning_length.png"
+    assert "](reasoning_length.png)" in report.read_text()
     n_right = sum(r["correct"] is True for r in rows)
     assert summary["reasoning_f1"]["estimate"] == pytest.approx(
         (n_right * 1.0 + (60 - n_right) * 0.5) / 60
@@ -303,3 +310,17 @@ def test_grounded_accuracy_and_pixel_hd95_in_the_report(tmp_path):
     lo, hi = _wilson(5, 10)
     assert "## Grounding" in text and f"0.500 [{lo:.3f}, {hi:.3f}] (5/10)" in text
     assert "| +0.300 | 4.000 (n=2) | 1 (g1) |" in text
+
+
+def test_accuracy_by_modality_and_answer_type_and_hedges(tmp_path, two_model_report):
+    report, summary = two_model_report
+    # Model A, MRI (even ids) choice questions (ids 0-19): right below 18 -> 0, 2, ..., 16.
+    assert summary["models"]["A"]["accuracy_by_modality_and_type"]["MRI"]["choice"][
+        "successes"] == 9  # fmt: skip
+    text = report.read_text()
+    lo, hi = _wilson(9, 10)
+    assert f"| MRI | choice | 0.900 [{lo:.3f}, {hi:.3f}] (9/10) |" in text
+    rows = [dict(r, hedged=r["id"] in ("s00", "s01")) for r in _rows("A")[:20]]
+    hedged = make_report([_write(tmp_path / "h.jsonl", rows)], tmp_path / "h")
+    assert "Hedged replies (two options offered, or both yes and no; scored wrong): A 2/20." in (
+        hedged.read_text())  # fmt: skip

@@ -35,7 +35,7 @@ CONTRACT_KEYS = {
     "modality", "anatomy", "split", "reference", "well_formed", "iou", "dice", "hd95", "hd95_px",
     "severity_abs_error", "token_f1", *ROW_KEYS, "question", "options", "image",
     "reference_box", "evidence_iou", "grounded_correct", "mask_missing", "bleu", "rouge_l",
-    "same_findings", "severity_grade", "severity_max_grade",
+    "same_findings", "severity_grade", "severity_max_grade", "hedged",
 }  # fmt: skip
 
 
@@ -163,6 +163,19 @@ def test_score_correct_and_iou(manifest: Path) -> None:
     image = load_scan(chest.image_paths(root)[0])[0].as_tensor()
     metrics = score(chest, _answer("here", list(chest.box), image > 0), root)
     assert metrics["dice"] is None and metrics["hd95"] is None
+
+
+def test_score_records_hedges(manifest: Path) -> None:
+    root = manifest.parent
+    choice = _sample(manifest, "chest-000000-choice-grade")  # reference "A"
+    hedge = score(choice, _answer("A or B"), root)
+    assert hedge["hedged"] is True and hedge["correct"] is False
+    assert score(choice, _answer("A"), root)["hedged"] is False
+    closed = _sample(manifest, "fundus-000000-closed-1")  # reference "no"
+    both = score(closed, _answer("yes/no"), root)
+    assert both["hedged"] is True and both["correct"] is False
+    assert score(closed, _answer("no"), root)["hedged"] is False
+    assert score(_sample(manifest, "chest-000000-open"), _answer("x"), root)["hedged"] is None
 
 
 def test_score_grounded_accuracy_of_an_answer_with_its_evidence_box(manifest: Path) -> None:
