@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from medvl.demo_session import ANSWER_TYPES, DemoSession
 from medvl.model import MedVLM, build_tiny_model
 from medvl.model.medvlm_config import HEADS_NAME
+from medvl.scans import ScanError
 from medvl.scans.examples import example_scans
 from medvl.scans.phantoms import make_knee_case, write_case
 
@@ -27,6 +29,28 @@ def _examples() -> dict[str, str]:
     phantoms = Path(tempfile.mkdtemp(prefix="medvl-demo-"))
     found["knee phantom (NIfTI)"] = str(write_case(make_knee_case(0), phantoms)["nifti"])
     return found
+
+
+DISPLAY_SIDE = 512  # a small scan is enlarged to this longer side on screen
+
+
+def enlarge(image: Any, side: int = DISPLAY_SIDE) -> Any:
+    """``image`` scaled up (nearest neighbour, so voxels stay sharp) until its longer side is
+    about ``side`` pixels; a picture already that large is returned as it is."""
+    if image is None or max(image.size) >= side:
+        return image
+    factor = max(1, side // max(image.size))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def facts(info: dict[str, Any]) -> str:
+    """The scan's facts for the screen: no path and no file name (names can carry a patient's
+    name)."""
+    shape = " × ".join(str(v) for v in info["shape"])
+    spacing = " × ".join(f"{v:g}" for v in info["spacing"])
+    kind = f"3D volume, {info['n_slices']} slices" if info["ndim"] == 3 else "2D image"
+    modality, form = info.get("modality") or "unknown", info.get("format") or "?"
+    return f"{kind} · shape {shape} · spacing {spacing} mm · modality {modality} · format {form}"
 
 
 def build_app(model_path: str | os.PathLike | None = None) -> gr.Blocks:
@@ -45,33 +69,42 @@ def build_app(model_path: str | os.PathLike | None = None) -> gr.Blocks:
             return examples[example]
         raise gr.Error("Upload a scan or pick an example.")
 
+    def load(upload, example) -> dict[str, Any]:
+        try:
+            return session.load(scan_path(upload, example))
+        except (ScanError, ValueError, OSError) as e:  # the message names the file's problem
+            raise gr.Error(f"This scan cannot be shown: {e}") from e
+
     def show(upload, example):
         if not upload and example not in examples:
             return gr.update(visible=False), None, ""
         with lock:
-            info = session.load(scan_path(upload, example))
-            image = session.slice_image()
-        n = info["n_slices"]
-        slider = gr.update(minimum=0, maximum=n - 1, value=n // 2, step=1,
-                           visible=info["ndim"] == 3, interactive=info["ndim"] == 3)  # fmt: skip
-        return slider, image, str(info)
+            info = load(upload, example)
+            image = enlarge(session.slice_image())
+        if info["ndim"] == 2:  # no slices to scroll: hide the slider, keep its range valid
+            return gr.update(visible=False, value=0), image, facts(info)
+        n = max(2, info["n_slices"])
+        slider = gr.update(minimum=0, maximum=n - 1, value=info["n_slices"] // 2, step=1,
+                           visible=True, interactive=True)  # fmt: skip
+        return slider, image, facts(info)
 
     def scroll(upload, example, index):
         with lock:
-            session.load(scan_path(upload, example))
-            return session.slice_image(session.clamp(index))
+            load(upload, example)
+            return enlarge(session.slice_image(session.clamp(index)))
 
     def ask(upload, example, index, question, answer_type, options):
         with lock:
-            session.load(scan_path(upload, example))
+            load(upload, example)
             reasoning, answer, box, overlay = session.answer(
                 question, answer_type, options, session.clamp(index) if session.is_3d else None
             )
-        return reasoning, answer, "" if box is None else str([round(v, 3) for v in box]), overlay
+        box_text = "" if box is None else str([round(v, 3) for v in box])
+        return reasoning, answer, box_text, enlarge(overlay)
 
     def stream(upload, example, question, answer_type, options):
         with lock:
-            session.load(scan_path(upload, example))
+            load(upload, example)
             yield from session.stream_answer(question, answer_type, options)
 
     with gr.Blocks(title="medvl demo") as app:
@@ -91,12 +124,13 @@ def build_app(model_path: str | os.PathLike | None = None) -> gr.Blocks:
                     ask_button = gr.Button("Ask", variant="primary")
                     stream_button = gr.Button("Stream reply")
             with gr.Column():
-                image = gr.Image(label="Slice", type="pil")
+                image = gr.Image(label="Slice", type="pil", elem_id="slice-view")
                 reasoning = gr.Textbox(label="Reasoning", lines=4)
                 answer = gr.Textbox(label="Answer")
                 box = gr.Textbox(label="Box (normalised scan coordinates)")
-        for trigger in (upload.change, example.change):
-            trigger(show, [upload, example], [index, image, info], api_visibility="private")
+        upload.change(show, [upload, example], [index, image, info], api_name="load")
+        example.change(show, [upload, example], [index, image, info],
+                       api_visibility="private")  # fmt: skip
         index.release(scroll, [upload, example, index], image, api_visibility="private")
         ask_button.click(ask, [upload, example, index, question, answer_type, options],
                          [reasoning, answer, box, image], api_name="ask")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,88 @@ def test_app_served_and_called_with_gradio_client(tiny_model_path, knee) -> None
         assert Path(image).is_file() and Path(image).stat().st_size > 0
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_path):
+    """The real app on 127.0.0.1 for the module's tests."""
+    from medvl.demo_app import build_app
+
+    app = build_app(str(tiny_model_path()))
+    _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    yield app, url
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("ct_small", "2D image"), ("mr_small", "2D image"), ("retina", "2D image"),
+     ("us_cine", "3D volume, 30 slices")],
+)  # fmt: skip
+def test_every_2d_example_loads(served, name, kind) -> None:
+    """2D scans used to fail in the browser ("Slider minimum must be less than maximum")."""
+    from PIL import Image
+
+    from medvl.scans.examples import example_scans
+
+    client = gradio_client.Client(served[1], verbose=False)
+    path = example_scans()[name]
+    slider, image, facts = client.predict(gradio_client.handle_file(str(path)), None,
+                                          api_name="/load")  # fmt: skip
+    assert facts.startswith(kind) and str(path.name) not in facts  # no file name shown
+    with Image.open(image) as shown:
+        assert max(shown.size) >= 256  # enlarged to be readable
+
+
+def test_a_bad_upload_says_why_and_the_app_keeps_serving(served, tmp_path, knee) -> None:
+    client = gradio_client.Client(served[1], verbose=False)
+    for name, data in (("notes.txt", b"not a scan"), ("empty.dcm", b"")):
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        with pytest.raises(Exception, match="This scan cannot be shown") as err:
+            client.predict(gradio_client.handle_file(str(bad)), None, api_name="/load")
+        assert name in str(err.value) or "DICOM" in str(err.value) or "format" in str(err.value)
+    _, _, facts = client.predict(gradio_client.handle_file(str(knee[1])), None, api_name="/load")
+    assert facts.startswith("3D volume, 96 slices")
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_a_2d_and_a_3d_scan_in_a_real_browser(served, knee, tmp_path) -> None:
+    """Headless Chromium: upload a 2D scan and a 3D volume, ask, and look at the screen."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no chromium: .ci/run installs it (apt-get install -y chromium)")
+    from medvl.scans.examples import example_scans
+
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"]  # fmt: skip
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=args)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(served[1])
+        upload = page.locator("input[type=file]").first
+        upload.set_input_files(str(example_scans()["ct_small"]))
+        facts = page.get_by_label("Scan info")
+        sync_api.expect(facts).to_have_value(re.compile("^2D image"), timeout=30000)
+        page.screenshot(path=str(tmp_path / "demo_2d.png"), full_page=True)
+        assert page.locator("text=Error").count() == 0
+        shown = page.locator("#slice-view img").first
+        assert shown.evaluate("img => img.naturalWidth") >= 256
+        page.goto(served[1])  # a filled File component has no file input left: start afresh
+        page.locator("input[type=file]").first.set_input_files(str(knee[1]))
+        sync_api.expect(facts).to_have_value(re.compile("^3D volume"), timeout=30000)
+        page.get_by_label("Answer type").click()
+        page.get_by_role("option", name="grounding").click()
+        page.get_by_role("button", name="Ask", exact=True).click()
+        box = page.get_by_label("Box (normalised scan coordinates)")
+        sync_api.expect(box).to_have_value(re.compile(r"^\["), timeout=60000)
+        page.screenshot(path=str(tmp_path / "demo_3d.png"), full_page=True)
+        assert page.locator("text=Error").count() == 0
+        browser.close()
+    print("screenshots:", tmp_path / "demo_2d.png", tmp_path / "demo_3d.png")
