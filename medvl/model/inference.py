@@ -121,6 +121,7 @@ class AnsweringMixin:
         view: str | None = None,
         n_frames: int | None = None,
         do_sample: bool = False,
+        reply_ids: list[int] | None = None,
         **generate_kwargs: Any,
     ) -> Iterator[str]:
         """Yield the reply's text piece by piece as it is generated (for the demo).
@@ -129,12 +130,13 @@ class AnsweringMixin:
         ``TextIteratorStreamer``; the pieces join into ``answer(...).raw`` (special tokens kept,
         end-of-turn and padding dropped). Text only: parse the joined text with
         :func:`~medvl.model.replies.parse_answer` (context from :meth:`encode_question`), or call
-        :meth:`answer` for the heads. An error in generation is raised here; closing the
-        generator early stops generation at the next token.
+        :meth:`answer` for the heads; or pass a list as ``reply_ids``, which collects the
+        generated ids, and give it to :meth:`read_reply` for the heads' box and mask. An error in
+        generation is raised here; closing the generator early stops generation at the next token.
         """
         settings = self._settings(reasoning, view, n_frames)
         inputs = self._batch([self._encode_question(question, settings).inputs], "left")
-        streamer = _Streamer(self.tokenizer, self._stop_ids, skip_prompt=True,
+        streamer = _Streamer(self.tokenizer, self._stop_ids, reply_ids, skip_prompt=True,
                              skip_special_tokens=False)  # fmt: skip
         failure: list[BaseException] = []
         closed = threading.Event()  # set when the consumer stops listening
@@ -162,6 +164,39 @@ class AnsweringMixin:
             thread.join()
         if failure:
             raise failure[0]
+
+    @torch.inference_mode()
+    def read_reply(
+        self,
+        question: Question,
+        reply: str | Sequence[int],
+        reasoning: bool | None = None,
+        view: str | None = None,
+        n_frames: int | None = None,
+    ) -> Answer:
+        """Read a finished reply as :meth:`answer` reads its own: reasoning, answer, text box,
+        and the heads' box and mask from one forward over prompt + reply (no generation).
+
+        What the demo calls after :meth:`stream_answer` with the ids it collected in
+        ``reply_ids``: the result equals :meth:`answer`'s for the same reply.
+
+        Args:
+            question: The question the reply answers.
+            reply: The generated ids (exact), or the reply's text (tokenised again, which may
+                split it differently from how it was generated, so the heads may read another
+                box).
+            reasoning, view, n_frames: As for :meth:`answer` (they shape the prompt).
+        """
+        encoded = self._encode_question(question, self._settings(reasoning, view, n_frames))
+        if isinstance(reply, str):
+            ids = self.tokenizer(reply, add_special_tokens=False, return_tensors="pt").input_ids[0]
+        else:
+            ids = torch.tensor(list(reply), dtype=torch.long)
+        answer = parse_answer(self._decode(ids), self.family, encoded.context,
+                              self._head_token_strings)  # fmt: skip
+        if len(self.heads):
+            self._read_heads([encoded], [ids], [answer])
+        return answer
 
     def encode_question(
         self,
@@ -269,9 +304,12 @@ class AnsweringMixin:
 class _Streamer(TextIteratorStreamer):
     """A ``TextIteratorStreamer`` that drops end-of-turn and padding ids, as ``answer`` does."""
 
-    def __init__(self, tokenizer: Any, drop_ids: Sequence[int], **kwargs: Any) -> None:
+    def __init__(
+        self, tokenizer: Any, drop_ids: Sequence[int], kept: list[int] | None, **kwargs: Any
+    ) -> None:
         super().__init__(tokenizer, **kwargs)
         self.drop_ids = torch.tensor(list(drop_ids))
+        self.kept = kept  # the caller's list of the reply's ids, or None
 
     def put(self, value: torch.Tensor) -> None:
         if not self.next_tokens_are_prompt:
@@ -279,6 +317,8 @@ class _Streamer(TextIteratorStreamer):
             value = value[~torch.isin(value, self.drop_ids)]
             if value.numel() == 0:
                 return
+            if self.kept is not None:
+                self.kept.extend(value.tolist())
         super().put(value)
 
 

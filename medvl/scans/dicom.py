@@ -76,6 +76,8 @@ class DicomImage:
         study_year: the year of StudyDate, or None.
         window: the first VOI window (WindowCenter, WindowWidth) as ``(center, width)`` in the
             units of ``array`` (see :func:`_voi_window`), or None when the file has none.
+        oriented: False for a volume without ImagePositionPatient/ImageOrientationPatient (a
+            cine loop, an ultrasound sweep): its axes are the file's, not the patient's.
     """
 
     array: np.ndarray
@@ -84,6 +86,7 @@ class DicomImage:
     photometric: str | None
     study_year: int | None
     window: tuple[float, float] | None = None
+    oriented: bool = True
 
 
 def read_dicom_file(path: Path) -> DicomImage:
@@ -104,7 +107,8 @@ def read_dicom_file(path: Path) -> DicomImage:
         positions = _multiframe_positions(ds, frames.shape[0], iop)
         window = _voi_window(ds, frames[0])
         array, affine = _stack(frames, positions, iop, _pixel_spacing(ds), _slice_gap(ds), path)
-        return DicomImage(array, affine, window=window, **_summary(ds))
+        oriented = positions is not None and iop is not None
+        return DicomImage(array, affine, window=window, oriented=oriented, **_summary(ds))
 
 
 def read_dicom_series(folder: Path, series_uid: str | None = None) -> DicomImage:
@@ -197,7 +201,8 @@ def _read_series(folder: Path, series_uid: str | None) -> DicomImage:
     array, affine = _stack(
         np.concatenate(frames), positions, iop, _pixel_spacing(first), _slice_gap(first), folder
     )
-    return DicomImage(array, affine, window=window, **_summary(first))
+    oriented = positions is not None and iop is not None
+    return DicomImage(array, affine, window=window, oriented=oriented, **_summary(first))
 
 
 # -- folders --------------------------------------------------------------------------------

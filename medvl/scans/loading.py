@@ -87,7 +87,8 @@ def load_scan(
         MetaTensor of shape ``(C, X, Y, Z)`` (3D) or ``(C, W, H)`` (2D). ``meta`` keys:
         ``source``, ``format`` (``"dicom"``, ``"dicom-series"``, ``"nifti"``, ``"png"``,
         ``"jpeg"``), ``modality``, ``spacing`` (mm per spatial axis; 1.0 where the file does not
-        say), ``spatial_ndim``, ``orientation`` (``"RAS"`` or None for 2D), ``study_year``
+        say), ``spatial_ndim``, ``orientation`` (``"RAS"``; None for 2D and for a DICOM volume
+        without patient geometry, whose axes are the file's), ``study_year``
         (DICOM StudyDate year or None), ``photometric`` (the DICOM PhotometricInterpretation,
         None for other formats), ``window`` (the file's first DICOM VOI window as ``(center,
         width)`` floats in the units of the returned values -- rescaled, and for MONOCHROME1
@@ -122,6 +123,7 @@ def load_scan(
         raise ScanError(f"{src}: volume only applies to a NIfTI file")
 
     photometric = study_year = file_modality = window = None
+    oriented = True
     if fmt in ("dicom", "dicom-series"):
         if fmt == "dicom-series":
             image = read_dicom_series(src, series_uid)
@@ -129,7 +131,7 @@ def load_scan(
             image = read_dicom_file(src)
         array, affine = image.array, image.affine
         photometric, study_year, file_modality = image.photometric, image.study_year, image.modality
-        window = image.window
+        window, oriented = image.window, image.oriented
     elif fmt == "nifti":
         array, affine = _read_nifti(src, volume)
     else:
@@ -149,7 +151,7 @@ def load_scan(
         "modality": (modality or file_modality or "OT").strip().upper(),
         "spacing": tuple(float(s) for s in affine_to_spacing(affine_t, r=ndim)),
         "spatial_ndim": ndim,
-        "orientation": "RAS" if ndim == 3 else None,
+        "orientation": "RAS" if ndim == 3 and oriented else None,
         "study_year": study_year,
         "photometric": photometric,
         "window": window,

@@ -138,6 +138,21 @@ def test_stream_answer_joins_into_the_raw_answer(plain, cases):
     assert len(pieces) >= 1 and "".join(pieces) == raw
 
 
+def test_a_streamed_reply_read_again_is_the_answer(grounded, cases):
+    """The demo streams, then reads the heads from the generated ids: the same as answer()."""
+    for anatomy in ("chest", "knee"):
+        q = Question(cases[anatomy]["scan"], "Where is the lesion?", answer_type="grounding")
+        ids: list[int] = []
+        pieces = list(grounded.stream_answer(q, max_new_tokens=MAX_NEW, n_frames=N_FRAMES,
+                                             reply_ids=ids))  # fmt: skip
+        direct = grounded.answer(q, max_new_tokens=MAX_NEW, n_frames=N_FRAMES)
+        read = grounded.read_reply(q, ids, n_frames=N_FRAMES)
+        assert ids and "".join(pieces) == direct.raw == read.raw
+        assert read.box_source == direct.box_source == "head"
+        assert _close(read.box, direct.box, 1e-5) and read.answer == direct.answer
+        assert torch.equal(read.mask, direct.mask)
+
+
 def test_a_question_must_be_a_question(plain, cases):
     with pytest.raises(TypeError, match=r"expected a medvl.model.Question\(scan, text, ...\)"):
         plain.answer(cases["chest"]["scan"], "Is the heart enlarged?")

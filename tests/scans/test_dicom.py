@@ -99,6 +99,7 @@ def test_colour_multiframe_keeps_frames_as_stored():
     frames = ds.pixel_array  # (frames, rows, columns, 3), already RGB
     np.testing.assert_array_equal(scan[:, :, :, 4].numpy(), frames[4].transpose(2, 1, 0))
     assert scan.meta["photometric"] == "YBR_FULL_422" and scan.meta["modality"] == "US"
+    assert scan.meta["orientation"] is None  # no patient geometry: the file's axes, not RAS
 
 
 def _mirror_copy(src: Path, dst: Path) -> None:
