@@ -1,10 +1,10 @@
-"""``python demo/app.py``: medvl's Gradio demo (the app lives in :mod:`medvl.demo_app`).
+"""``python demo/app.py``: medvl's Gradio demo (the app lives in :mod:`medvl.demo.app`).
 
 ``MEDVL_DEMO_MODEL`` names the checkpoint (default: a tiny random Qwen2.5-VL); ``medvl demo
 --model DIR`` does the same from the command line.
 """
 
-from medvl.demo_app import build_app, main
+from medvl.demo.app import build_app, main
 
 __all__ = ["build_app", "main"]
 

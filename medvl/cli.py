@@ -117,7 +117,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
-        from medvl.demo_app import main as launch_demo
+        from medvl.demo.app import main as launch_demo
     except ImportError as err:  # gradio is an extra
         print(f"medvl demo: {err.name or err} is not installed; install the demo extra: "
               "pip install -e '.[demo]'", file=sys.stderr)  # fmt: skip
@@ -127,7 +127,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               "e.g. an SFT or GRPO output's final/, or tiny:<family>-<size>)",
               file=sys.stderr)  # fmt: skip
         return 2
-    launch_demo(args.model, server_name=args.host, server_port=args.port, share=args.share)
+    launch_demo(args.model, host=args.host, port=args.port, share=args.share,
+                max_file_size=args.max_file_size, timeout=args.timeout)  # fmt: skip
     return 0
 
 
@@ -288,9 +289,14 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "model). Needs the demo extra: pip install -e '.[demo]'.",
     )  # fmt: skip
     demo.add_argument("--model", help="checkpoint folder, e.g. an SFT or GRPO output's final/")
-    demo.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to serve on (default 127.0.0.1: this machine only)")
     demo.add_argument("--port", type=int, default=None, help="port (default: Gradio's choice)")
     demo.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    demo.add_argument("--max-file-size", default="512mb",
+                      help="largest upload accepted (default 512mb)")  # fmt: skip
+    demo.add_argument("--timeout", type=float, default=120.0,
+                      help="seconds one answer may run before generation stops (default 120)")
     demo.set_defaults(func=_cmd_demo)
 
 
