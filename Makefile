@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test lint install dev clean
+.PHONY: quickstart test lint install dev demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ dev: $(VENV)/.installed-dev
 
 quickstart: $(VENV)/.installed
 	$(BIN)/medvl quickstart
+
+# The Gradio demo on 127.0.0.1 (MODEL=DIR for a checkpoint, e.g. the quickstart's GRPO final/).
+demo: $(VENV)/.installed-dev
+	$(BIN)/medvl demo $(if $(MODEL),--model $(MODEL))
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check medvl tests demo bench

@@ -45,7 +45,7 @@ def _examples(root: Path) -> dict[str, tuple[str, list]]:
     for label, make, kind in (("knee phantom (MRI volume)", make_knee_case, "nifti"),
                               ("chest phantom (X-ray)", make_chest_case, "dicom"),
                               ("fundus phantom (photo)", make_fundus_case, "png")):  # fmt: skip
-        case = make(0)
+        case = next(c for c in map(make, range(50)) if truth_overlays(c))  # one with a lesion
         found[label] = (str(write_case(case, root)[kind]), truth_overlays(case))
     return found
 
@@ -76,6 +76,7 @@ def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIME
         model_path: A checkpoint folder; default a tiny random Qwen2.5-VL (answers are noise).
         timeout: Seconds one generation may run before it stops.
     """
+    untrained = model_path is None
     path = model_path or build_tiny_model("qwen2_5_vl", "small")
     # A checkpoint trained with a box head keeps its own; any other model gets a fresh one.
     has_heads = (Path(path) / HEADS_NAME).is_file()
@@ -159,7 +160,7 @@ def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIME
             span = picture.box_slices[-1]
             if span is not None:
                 box += f"  · {plane} slices {span[0]}-{span[1]} of {picture.n_slices}"
-            status.append(f"box from the {answer.box_source} ")
+            status.append(f"box from the {answer.box_source}")
         iou = session.iou()
         if iou is not None:
             status.append(f"IoU with the known lesion (green): **{iou:.2f}**")
@@ -207,6 +208,10 @@ def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIME
         session = gr.State(None, delete_callback=lambda s: s.close() if s else None)
         gr.Markdown("# medvl demo\nUpload a scan — a DICOM file, a DICOM series (its files "
                     "together, or a .zip), NIfTI, PNG/JPG — or pick an example.")  # fmt: skip
+        if untrained:
+            gr.Markdown("**No model given: a tiny untrained model answers, so its answers are "
+                        "noise.** `make quickstart` trains one and prints the `medvl demo --model "
+                        "…` command that opens it here.", elem_id="untrained")  # fmt: skip
         with gr.Row():
             with gr.Column(scale=2):
                 upload = gr.File(label="Scan", type="filepath", file_count="multiple")

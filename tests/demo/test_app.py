@@ -113,11 +113,63 @@ def test_ask_on_the_knee_phantom_names_the_box_slices_and_iou(served) -> None:
     assert isinstance(reasoning, str) and isinstance(answer, str)
 
 
-def test_the_launcher_refuses_nothing_on_loopback_and_warns_otherwise(capsys) -> None:
-    from medvl.demo.app import _loopback
+def test_medvl_demo_warns_when_served_beyond_this_machine(tiny_model_path) -> None:
+    """The real command, on all interfaces: it says so on stderr, then serves."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
 
-    assert _loopback("127.0.0.1") and _loopback("localhost") and _loopback("::1")
-    assert not _loopback("0.0.0.0") and not _loopback("192.168.1.5")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "medvl.cli", "demo", "--model", str(tiny_model_path()),
+               "--host", "0.0.0.0", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    assert page.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                time.sleep(1)
+        else:
+            pytest.fail("medvl demo did not start serving within 120 s")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert "serving on 0.0.0.0: anyone who can reach this machine" in err
+
+
+def test_concurrent_questions_queue_for_the_one_model(served) -> None:
+    """Four visitors ask at once: the model answers one at a time, each visitor is told their
+    place in the queue, and every answer comes back."""
+    import time
+
+    jobs = []
+    for _ in range(4):
+        client = _client(served)
+        client.predict("chest phantom (X-ray)", api_name="/example")
+        jobs.append(client.submit("Where is the nodule?", "grounding", "axial", "0.5-99.5 %", 0,
+                                  1, False, True, "", "", "", "", "", api_name="/ask"))  # fmt: skip
+    ranks: set[int] = set()
+    while not all(job.done() for job in jobs):
+        ranks |= {s.rank for s in (job.status() for job in jobs) if s.rank is not None}
+        time.sleep(0.05)
+    results = [job.result() for job in jobs]
+    assert all(r[2].startswith("[") and "IoU" in r[3] for r in results), [r[2:4] for r in results]
+    assert max(ranks) >= 1  # somebody waited behind somebody else, and was told so
 
 
 def _chromium() -> str | None:
