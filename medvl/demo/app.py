@@ -50,6 +50,19 @@ def _examples(root: Path) -> dict[str, tuple[str, list]]:
     return found
 
 
+class ScanUpload(gr.File):
+    """Gradio's file input, taking uploads only: a URL in a request is refused, not fetched
+    (Gradio would otherwise download it on the server)."""
+
+    def get_block_name(self) -> str:
+        return "file"  # the same widget in the browser
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
+        if url_or_file_path is not None and str(url_or_file_path).startswith(("http:", "https:")):
+            raise gr.Error("Scans are uploaded, not fetched from a URL.", print_exception=False)
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
+
+
 def _n_volumes(path: str | Path) -> int:
     """How many volumes a NIfTI holds along its 4th axis (1 for anything else)."""
     name = str(path).lower()
@@ -214,7 +227,7 @@ def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIME
                         "…` command that opens it here.", elem_id="untrained")  # fmt: skip
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.File(label="Scan", type="filepath", file_count="multiple")
+                upload = ScanUpload(label="Scan", type="filepath", file_count="multiple")
                 example = gr.Dropdown(choices=list(examples), label="Example", value=None)
                 volume = gr.Dropdown(choices=[0], value=0, label="Volume (4D NIfTI)",
                                      visible=False)  # fmt: skip

@@ -80,6 +80,22 @@ def test_bad_uploads_say_why_and_the_app_keeps_serving(served, tmp_path, knee) -
     assert "96 axial slices" in facts
 
 
+def test_a_url_in_place_of_an_upload_is_not_fetched(served) -> None:
+    """The server downloads nothing: a request naming a URL for the scan is refused."""
+    import json
+    import urllib.request
+
+    data = {"path": "https://example.com/scan.dcm", "meta": {"_type": "gradio.FileData"}}
+    call = urllib.request.Request(served + "gradio_api/call/load",
+                                  data=json.dumps({"data": [[data]]}).encode(),
+                                  headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(call, timeout=30) as response:
+        event = json.load(response)["event_id"]
+    with urllib.request.urlopen(served + f"gradio_api/call/load/{event}", timeout=60) as response:
+        stream = response.read().decode()
+    assert "event: error" in stream and "Scans are uploaded, not fetched from a URL." in stream
+
+
 def test_a_dicom_series_uploads_as_its_files(served, knee) -> None:
     series = sorted(p for p in knee[2].iterdir() if p.is_file())
     facts, *_ = _upload(_client(served), *series)
