@@ -50,17 +50,19 @@ def _examples(root: Path) -> dict[str, tuple[str, list]]:
     return found
 
 
-class ScanUpload(gr.File):
-    """Gradio's file input, taking uploads only: a URL in a request is refused, not fetched
-    (Gradio would otherwise download it on the server)."""
+def _uploads_only(component: gr.File) -> gr.File:
+    """``component`` taking uploads only: a URL in a request is refused, not fetched (Gradio
+    would otherwise download it on the server). Set on the instance: a subclass of a Gradio
+    component makes Gradio write a ``.pyi`` stub beside this file at import."""
+    move = component.async_move_resource_to_block_cache
 
-    def get_block_name(self) -> str:
-        return "file"  # the same widget in the browser
-
-    async def async_move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
+    async def refuse_urls(url_or_file_path: Any) -> str | None:
         if url_or_file_path is not None and str(url_or_file_path).startswith(("http:", "https:")):
             raise gr.Error("Scans are uploaded, not fetched from a URL.", print_exception=False)
-        return await super().async_move_resource_to_block_cache(url_or_file_path)
+        return await move(url_or_file_path)
+
+    component.async_move_resource_to_block_cache = refuse_urls
+    return component
 
 
 def _n_volumes(path: str | Path) -> int:
@@ -227,7 +229,8 @@ def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIME
                         "…` command that opens it here.", elem_id="untrained")  # fmt: skip
         with gr.Row():
             with gr.Column(scale=2):
-                upload = ScanUpload(label="Scan", type="filepath", file_count="multiple")
+                upload = gr.File(label="Scan", type="filepath", file_count="multiple")
+                _uploads_only(upload)
                 example = gr.Dropdown(choices=list(examples), label="Example", value=None)
                 volume = gr.Dropdown(choices=[0], value=0, label="Volume (4D NIfTI)",
                                      visible=False)  # fmt: skip
