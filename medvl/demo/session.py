@@ -31,6 +31,7 @@ from medvl.model import MedVLM
 from medvl.model.inputs import Question
 from medvl.model.replies import Answer
 from medvl.scans import load_scan
+from medvl.scans.views.coords import covered
 
 ANSWER_TYPES = ("auto", "open", "closed", "choice", "grounding", "severity")
 PREDICTION_COLOUR = (255, 0, 0)  # the model's box and mask
@@ -175,8 +176,9 @@ class DemoSession:
         box = self.last.box if self.last is not None else None
         if not self.is_3d or box is None or len(box) != 6:
             return None
-        axis, n = PLANES[plane], self.n_slices(plane)
-        return min(n - 1, max(0, int((box[axis] + box[axis + 3]) / 2 * n)))
+        axis = PLANES[plane]
+        first, last = covered(box[axis], box[axis + 3], self.n_slices(plane))
+        return (first + last) // 2  # the middle of the range the screen names
 
     def iou(self) -> float | None:
         """The last answer's box against the best-matching known lesion box (phantoms)."""

@@ -229,6 +229,15 @@ def test_a_2d_and_a_3d_scan_in_a_real_browser(served, knee, tmp_path) -> None:
         expect(box).to_have_value(re.compile(r"coronal slices \d+-\d+ of 96"), timeout=60000)
         expect(page.locator("#answer-status")).to_contain_text("IoU", timeout=30000)
         page.screenshot(path=str(tmp_path / "demo_3d.png"), full_page=True)
+        first, last = (int(v) for v in re.search(r"slices (\d+)-(\d+)", box.input_value()).groups())
+        slice_number = page.get_by_label("number input for Slice")
+        slice_number.fill("0")
+        slice_number.press("Enter")
+        page.get_by_role("button", name="Go to box").click()
+        expect(slice_number).to_have_value(str((first + last) // 2), timeout=30000)
+        page.get_by_role("button", name="Stream reply").click()
+        expect(box).to_have_value("", timeout=30000)  # the old answer is cleared first
+        expect(box).to_have_value(re.compile(r"coronal slices \d+-\d+ of 96"), timeout=60000)
         assert page.locator(".toast-body").count() == 0
         browser.close()
     print("screenshots:", tmp_path / "demo_2d.png", tmp_path / "demo_3d.png")
