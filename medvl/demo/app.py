@@ -9,9 +9,11 @@ each generation stops after ``timeout`` seconds. Run ``medvl demo [--model DIR]`
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -84,32 +86,45 @@ def _table(facts: dict[str, Any]) -> str:
     return "| scan | |\n|---|---|\n" + rows
 
 
-def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIMEOUT_S) -> gr.Blocks:
+def build_app(
+    model_path: str | os.PathLike | None = None,
+    timeout: float = TIMEOUT_S,
+    workdir: str | os.PathLike | None = None,
+) -> gr.Blocks:
     """The demo as a ``gr.Blocks`` (launch it with :func:`main` for the safe defaults).
 
     Args:
         model_path: A checkpoint folder; default a tiny random Qwen2.5-VL (answers are noise).
         timeout: Seconds one generation may run before it stops.
+        workdir: Where the examples and each visitor's uploads go (a ``session-*`` folder per
+            visitor, deleted when their page closes); default a new temporary folder.
     """
     untrained = model_path is None
     path = model_path or build_tiny_model("qwen2_5_vl", "small")
     # A checkpoint trained with a box head keeps its own; any other model gets a fresh one.
     has_heads = (Path(path) / HEADS_NAME).is_file()
     model = MedVLM.from_pretrained(path, heads=None if has_heads else ["box"])
-    root = Path(tempfile.mkdtemp(prefix="medvl-demo-"))
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="medvl-demo-"))
     examples = _examples(root / "examples")
     generate = {"max_new_tokens": 256, "max_time": timeout}
 
     def readable(error: Exception) -> gr.Error:
         return gr.Error(f"This scan cannot be shown: {error}", print_exception=False)
 
-    def fresh(session: DemoSession | None) -> DemoSession:
+    def folder(request: gr.Request) -> Path:
+        # Named from the session, so the page's unload finds it without the session's state.
+        return root / f"session-{hashlib.sha256(request.session_hash.encode()).hexdigest()[:16]}"
+
+    def fresh(session: DemoSession | None, request: gr.Request) -> DemoSession:
         if session is not None:
             session.close()
-        return DemoSession(model, Path(tempfile.mkdtemp(prefix="session-", dir=root)))
+        return DemoSession(model, folder(request))
 
-    def load_upload(files, session):
-        session = fresh(session)
+    def forget(request: gr.Request) -> None:
+        shutil.rmtree(folder(request), ignore_errors=True)
+
+    def load_upload(files, session, request: gr.Request):
+        session = fresh(session, request)
         uploads = files if isinstance(files, list) else [files]
         try:
             target = gather_upload(uploads, session.workdir)
@@ -120,10 +135,10 @@ def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIME
                 Path(upload).unlink(missing_ok=True)
         return show_scan(session, target, [], 0)
 
-    def load_example(example, session):
+    def load_example(example, session, request: gr.Request):
         if example not in examples:
             raise gr.Error("Pick an example from the list.", print_exception=False)
-        return show_scan(fresh(session), *examples[example], 0)
+        return show_scan(fresh(session, request), *examples[example], 0)
 
     def pick_volume(volume, session):
         if session is None or session.source is None:
@@ -282,6 +297,7 @@ def build_app(model_path: str | os.PathLike | None = None, timeout: float = TIME
                          concurrency_id="model")  # fmt: skip
         stream_button.click(stream, asking, answered, api_name="stream", concurrency_limit=1,
                             concurrency_id="model")  # fmt: skip
+        app.unload(forget)
     app.queue(max_size=QUEUE_SIZE)
     return app
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,17 @@ APP = Path(__file__).resolve().parents[2] / "demo" / "app.py"
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model_path):
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_path, workdir):
     """The app as ``python demo/app.py`` builds it, on 127.0.0.1, uploads capped at 5 MB."""
     spec = importlib.util.spec_from_file_location("medvl_demo_app", APP)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    app = module.build_app(str(tiny_model_path()))
+    app = module.build_app(str(tiny_model_path()), workdir=workdir)
     _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
                            max_file_size="5mb")  # fmt: skip
     yield url
@@ -192,7 +198,11 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_a_2d_and_a_3d_scan_in_a_real_browser(served, knee, tmp_path) -> None:
+def _sessions(workdir: Path) -> set[Path]:
+    return {p for p in workdir.glob("session-*") if any(f.is_file() for f in p.rglob("*"))}
+
+
+def test_a_2d_and_a_3d_scan_in_a_real_browser(served, knee, tmp_path, workdir) -> None:
     """Headless Chromium: a 2D CT, then the knee phantom: planes, typed slice, ask, go to box."""
     sync_api = pytest.importorskip("playwright.sync_api")
     browser_path = _chromium()
@@ -212,6 +222,7 @@ def test_a_2d_and_a_3d_scan_in_a_real_browser(served, knee, tmp_path) -> None:
         expect(shown).to_have_js_property("naturalWidth", 560, timeout=30000)
         page.screenshot(path=str(tmp_path / "demo_2d.png"), full_page=True)
         assert page.locator(".toast-body").count() == 0  # no error popped up
+        sessions_before = _sessions(workdir)
         page.get_by_label("Example").click()
         page.get_by_role("option", name="knee phantom (MRI volume)").click()
         expect(facts).to_contain_text("96 axial slices", timeout=30000)
@@ -239,5 +250,16 @@ def test_a_2d_and_a_3d_scan_in_a_real_browser(served, knee, tmp_path) -> None:
         expect(box).to_have_value("", timeout=30000)  # the old answer is cleared first
         expect(box).to_have_value(re.compile(r"coronal slices \d+-\d+ of 96"), timeout=60000)
         assert page.locator(".toast-body").count() == 0
+        other = browser.new_page()  # a second visitor uploads, then closes their page
+        other.goto(served)
+        other.locator("input[type=file]").first.set_input_files(str(knee[1]))
+        expect(other.locator("#scan-facts")).to_contain_text("96 axial slices", timeout=30000)
+        (theirs,) = _sessions(workdir) - sessions_before
+        other.close()
+        for _ in range(60):  # the page's unload deletes the visitor's files
+            if not theirs.exists():
+                break
+            time.sleep(0.5)
+        assert not theirs.exists()
         browser.close()
     print("screenshots:", tmp_path / "demo_2d.png", tmp_path / "demo_3d.png")
