@@ -21,7 +21,7 @@ from typing import Any
 
 import gradio as gr
 
-from medvl.demo.session import ANSWER_TYPES, DemoSession, parse_options, truth_overlays
+from medvl.demo.session import ANSWER_TYPES, DemoSession, against_options, truth_overlays
 from medvl.demo.uploads import gather_upload
 from medvl.demo.viewer import MANUAL, PLANES
 from medvl.model import MedVLM, build_tiny_model
@@ -194,10 +194,7 @@ def build_app(
         iou = session.iou()
         if iou is not None:
             status.append(f"IoU with the known lesion (green): **{iou:.2f}**")
-        text = answer.answer or "(no answer in the reply)"
-        chosen = (parse_options(options) or {}).get(text.strip().upper()[:1])
-        if chosen is not None and len(text.strip()) <= 3:
-            text = f"{text.strip()}: {chosen}"
+        text = against_options(answer.answer, options)
         slider = gr.update(value=picture.index) if session.is_3d else gr.update()
         return answer.reasoning or "", text, box, " · ".join(status), picture.image, slider
 

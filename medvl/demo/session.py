@@ -26,6 +26,7 @@ from medvl.demo.viewer import (
     window_presets,
     window_range,
 )
+from medvl.eval.extract import extract_choice
 from medvl.eval.metrics import box_iou
 from medvl.model import MedVLM
 from medvl.model.inputs import Question
@@ -231,6 +232,19 @@ class DemoSession:
     def _require(self) -> None:
         if self.scan is None:
             raise ValueError("no scan loaded: upload one or pick an example first")
+
+
+def against_options(answer: str | None, options: Any) -> str:
+    """The answer as the screen shows it: for a choice question the option it picks, letter and
+    text (``"B: meniscal tear"``, read with :func:`medvl.eval.extract.extract_choice`, so a
+    hedge picks nothing); else the answer's text."""
+    if not answer:
+        return "(no answer in the reply)"
+    parsed = parse_options(options)
+    letter = extract_choice(answer, parsed) if parsed else None
+    if letter is None or letter not in parsed:
+        return answer
+    return f"{letter}: {parsed[letter]}"
 
 
 def truth_overlays(case: Any) -> list[Overlay]:

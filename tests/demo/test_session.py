@@ -9,6 +9,7 @@ from medvl.demo.session import (
     PREDICTION_COLOUR,
     TRUTH_COLOUR,
     DemoSession,
+    against_options,
     parse_options,
     truth_overlays,
 )
@@ -32,6 +33,15 @@ def test_parse_options_from_text_or_fields() -> None:
     assert parse_options("A: tear\nB) normal") == {"A": "tear", "B": "normal"}
     assert parse_options("tear; normal") == {"A": "tear", "B": "normal"}
     assert parse_options(["tear", "", "normal"]) == {"A": "tear", "B": "normal"}
+
+
+def test_the_answer_is_shown_against_the_options() -> None:
+    options = ["meniscal tear", "", "effusion"]
+    assert against_options("B", options) == "B: effusion"
+    assert against_options("The answer is (A).", options) == "A: meniscal tear"
+    assert against_options("A or B", options) == "A or B"  # a hedge picks nothing
+    assert against_options("effusion", None) == "effusion"
+    assert against_options(None, options) == "(no answer in the reply)"
 
 
 def test_facts_name_no_file(session: DemoSession, knee) -> None:
