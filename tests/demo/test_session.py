@@ -79,6 +79,14 @@ def test_stream_grows_then_reads_the_same_answer_as_ask(session: DemoSession) ->
     assert texts[-1] == asked.raw and session.last.box == pytest.approx(asked.box, abs=1e-5)
 
 
+def test_a_generation_stops_at_its_time_limit(session: DemoSession) -> None:
+    """The app passes its --timeout as max_time: a reply is cut there, not left running."""
+    full = session.ask("Describe the scan.", "open", max_new_tokens=64)
+    cut = session.ask("Describe the scan.", "open", max_new_tokens=64, max_time=1e-9)
+    count = len(session.model.tokenizer(full.raw).input_ids)
+    assert count > 8 and len(session.model.tokenizer(cut.raw).input_ids) <= 2
+
+
 def test_questions_that_cannot_be_asked_say_why(session: DemoSession) -> None:
     with pytest.raises(ValueError, match="type a question"):
         session.ask("  ", "open")
