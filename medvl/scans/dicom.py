@@ -41,6 +41,7 @@ from medvl.scans.dicom_geometry import (
     _pixel_spacing,
     _slice_gap,
     _stack,
+    header_numbers,
 )
 from medvl.scans.dicom_values import (
     _dcmread,
@@ -183,14 +184,18 @@ def _read_series(folder: Path, series_uid: str | None) -> DicomImage:
     iops = [s[1].get("ImageOrientationPatient") for s in slices]
     ipps = [s[1].get("ImagePositionPatient") for s in slices]
     if all(v is not None for v in iops + ipps):
-        iop = np.asarray(iops[0], float)
-        distinct = {tuple(np.round(np.asarray(v, float), 3)) for v in iops}
+        iops = [header_numbers(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", p)
+                for p, ds in slices]  # fmt: skip
+        ipps = [header_numbers(ds.ImagePositionPatient, 3, "ImagePositionPatient", p)
+                for p, ds in slices]  # fmt: skip
+        iop = iops[0]
+        distinct = {tuple(np.round(v, 3)) for v in iops}
         if len(distinct) > 1:
             raise ScanError(
                 f"{folder}: the slices of one series have {len(distinct)} different "
                 "orientations (ImageOrientationPatient); is a localizer mixed in?"
             )
-        positions = np.asarray(ipps, float)
+        positions = np.stack(ipps)
     else:
         iop, positions = None, None  # ``_stack`` warns
     frames = []
@@ -263,5 +268,5 @@ def _summary(ds: Dataset) -> dict:
     return {
         "modality": str(ds.get("Modality") or "").strip().upper() or None,
         "photometric": _photometric(ds) or None,
-        "study_year": int(date[:4]) if date[:4].isdigit() else None,
+        "study_year": int(date[:4]) if date[:4].isascii() and date[:4].isdigit() else None,
     }

@@ -40,7 +40,7 @@ def _stack(
         logger.warning(msg, where)
         affine = np.diag([spacing[1], spacing[0], gap or 1.0, 1.0])
         return np.ascontiguousarray(frames.transpose(3, 2, 1, 0)), affine
-    row_dir, col_dir = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    row_dir, col_dir = direction_cosines(iop, where)
     normal = np.cross(row_dir, col_dir)
     order = np.argsort(positions @ normal, kind="stable")
     frames, positions = frames[order], positions[order]
@@ -60,6 +60,40 @@ def _stack(
     lps[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1)
     lps[:3, 3] = positions[0]
     return np.ascontiguousarray(frames.transpose(3, 2, 1, 0)), orientation_ras_lps(lps)
+
+
+def header_numbers(value, count: int, keyword: str, where: Path) -> np.ndarray:
+    """A multi-valued header field as ``count`` finite floats, or a ScanError naming it."""
+    try:
+        numbers = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        numbers = np.full(0, np.nan)
+    if numbers.shape != (count,) or not np.isfinite(numbers).all():
+        iterable = hasattr(value, "__iter__") and not isinstance(value, str)
+        shown = str([str(v) for v in value]) if iterable else repr(value)
+        comma = " (a decimal comma? DICOM numbers use a point)" if "," in shown else ""
+        raise ScanError(f"{where}: {keyword} is {shown}, expected {count} finite numbers{comma}")
+    return numbers
+
+
+def direction_cosines(iop, where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """ImageOrientationPatient's row and column directions, checked: unit length and at right
+    angles within 1 % (scanners round to a few decimals), then normalised."""
+    values = header_numbers(iop, 6, "ImageOrientationPatient", where)
+    row, col = values[:3], values[3:]
+    lengths = np.linalg.norm(row), np.linalg.norm(col)
+    if min(lengths) < 1e-6:
+        raise ScanError(
+            f"{where}: ImageOrientationPatient {values.tolist()} has a zero direction: the "
+            "file gives no usable orientation"
+        )
+    cosine = float(row @ col) / (lengths[0] * lengths[1])
+    if max(abs(lengths[0] - 1), abs(lengths[1] - 1)) > 0.01 or abs(cosine) > 0.01:
+        raise ScanError(
+            f"{where}: ImageOrientationPatient {values.tolist()} is not two unit vectors at "
+            f"right angles (lengths {lengths[0]:.4g} and {lengths[1]:.4g}, cosine {cosine:.4g})"
+        )
+    return row / lengths[0], col / lengths[1]
 
 
 def _multiframe_positions(ds: Dataset, n: int, iop) -> np.ndarray | None:
@@ -95,11 +129,20 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float]:
         or ds.get("ImagerPixelSpacing")
         or ds.get("NominalScannedPixelSpacing")
     )
+    if value is None:
+        return 1.0, 1.0
     try:
         row, col = (float(v) for v in value)
     except (TypeError, ValueError):
+        row = col = float("nan")
+    if not (np.isfinite(row) and np.isfinite(col) and row > 0 and col > 0):
+        logger.warning(
+            "%s: PixelSpacing %r is not two positive finite numbers; using 1.0 x 1.0 mm, so "
+            "distances and volumes in mm are not physical",
+            getattr(ds, "filename", "DICOM file"), str(value),
+        )  # fmt: skip
         return 1.0, 1.0
-    return (row, col) if row > 0 and col > 0 else (1.0, 1.0)
+    return row, col
 
 
 def _slice_gap(ds: Dataset) -> float:

@@ -43,8 +43,9 @@ def _dcmread(path: Path, stop_before_pixels: bool) -> Dataset:
             f"{path}: cannot read the DICOM header, truncated or corrupt file? "
             f"({type(e).__name__}: {e})"
         ) from e
-    # force=True parses almost any bytes into *something*, so keep the result only when it
-    # looks like a DICOM object.
+    # force=True parses almost any bytes into *something* (and an all-zero file for minutes),
+    # so first require that the file starts like a DICOM dataset without a preamble.
+    _require_dataset_start(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
         ok = "SOPClassUID" in ds or ("Rows" in ds and "Columns" in ds)
@@ -58,6 +59,20 @@ def _dcmread(path: Path, stop_before_pixels: bool) -> Dataset:
     if "TransferSyntaxUID" not in ds.file_meta:  # needed to decode: say what the parser found
         ds.file_meta.TransferSyntaxUID = _GUESSED_SYNTAX[ds.original_encoding]
     return ds
+
+
+def _require_dataset_start(path: Path) -> None:
+    """A file without the DICM preamble is parsed only if its first element is a plausible
+    DICOM tag (group 0x0002 or 0x0008, even, little or big endian); else a ScanError at once."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    groups = {int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")}
+    if len(head) < 8 or not groups & {0x0002, 0x0008}:
+        what = "empty" if not head else "all zeros" if not any(head) else f"starts {head[:8].hex()}"
+        raise ScanError(
+            f"{path}: not a DICOM file (no DICM preamble, and it does not start with a DICOM "
+            f"element: {what})"
+        )
 
 
 def _require_image(ds: Dataset, path: Path) -> None:
@@ -78,7 +93,13 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
             f"corrupt file? ({type(e).__name__}: {e})"
         ) from e
     if _photometric(ds) == "PALETTE COLOR":
-        stored = apply_color_lut(stored, ds)
+        try:
+            stored = apply_color_lut(stored, ds)
+        except Exception as e:
+            raise ScanError(
+                f"{path}: a PALETTE COLOR image whose colour table cannot be applied (the "
+                f"Red/Green/Blue Palette Color Lookup Table tags missing or broken? {e})"
+            ) from e
     n = _n_frames(ds)
     stored = stored.reshape(n, int(ds.Rows), int(ds.Columns), -1)
     if stored.shape[-1] > 1:  # colour: nothing to rescale
@@ -99,7 +120,7 @@ def _finish_values(
     which is the frame's own min + max: for values that are not a whole frame (a VOI window).
     """
     if str(ds.get("Modality") or "") == "RTDOSE" and ds.get("DoseGridScaling"):
-        values = values * float(ds.DoseGridScaling)  # stored integers -> Gy
+        values = values * _number(ds, "DoseGridScaling", ds.DoseGridScaling, 1.0)  # -> Gy
     if _photometric(ds) == "MONOCHROME1":
         # MONOCHROME1 displays low values bright. Mirror within the nominal stored range
         # (through the rescale), not the image's own min/max, so slices of a series agree.
@@ -199,7 +220,23 @@ def _lookup(ds: Dataset, frame_group, sequence: str, keyword: str):
 def _rescale(ds: Dataset, frame_group) -> tuple[float, float]:
     slope = _lookup(ds, frame_group, "PixelValueTransformationSequence", "RescaleSlope")
     intercept = _lookup(ds, frame_group, "PixelValueTransformationSequence", "RescaleIntercept")
-    return (
-        float(slope) if slope not in (None, "") else 1.0,
-        float(intercept) if intercept not in (None, "") else 0.0,
-    )
+    return _number(ds, "RescaleSlope", slope, 1.0), _number(ds, "RescaleIntercept", intercept, 0.0)
+
+
+def _number(ds: Dataset, keyword: str, value, default: float) -> float:
+    """A header number, ``default`` when absent; a ScanError naming the tag and its value when
+    it is not a finite number (a decimal comma, text)."""
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        hint = " (a decimal comma? DICOM numbers use a point)" if "," in str(value) else ""
+        raise ScanError(f"{_where(ds)}: {keyword} is {str(value)!r}, not a finite number{hint}")
+    return number
+
+
+def _where(ds: Dataset) -> str:
+    return str(getattr(ds, "filename", None) or "the DICOM file")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +29,10 @@ from monai.data.utils import affine_to_spacing
 from monai.transforms import Orientation
 from PIL import Image, ImageOps
 
-from medvl.scans.dicom import DICOM_EXTENSIONS, read_dicom_file, read_dicom_series
+from medvl.scans.dicom import DICOM_EXTENSIONS, DicomImage, read_dicom_file, read_dicom_series
 from medvl.scans.errors import ScanError
 
-__all__ = ["META_KEYS", "SUPPORTED_EXTENSIONS", "load_scan"]
+__all__ = ["MAX_PIXELS", "META_KEYS", "SUPPORTED_EXTENSIONS", "load_scan"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ META_KEYS = (
     "photometric",
     "window",
 )
+#: Default cap on a PNG/JPEG's pixels (``load_scan(max_pixels=...)``): 64 megapixels, far above
+#: any radiograph or fundus photograph, far below what a 2-core, 24 GB machine can hold.
+MAX_PIXELS = 64_000_000
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 _PIL_KEEP_MODES = {"L", "I", "I;16", "I;16B", "I;16L", "F", "RGB"}
 
@@ -66,6 +71,7 @@ def load_scan(
     *,
     series_uid: str | None = None,
     volume: int | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> MetaTensor:
     """Load a scan as a channel-first float32 MetaTensor (3D: RAS; 2D: as displayed).
 
@@ -82,6 +88,8 @@ def load_scan(
         series_uid: for a folder holding several series, the SeriesInstanceUID to load
             (the error raised without it lists them).
         volume: for a 4D NIfTI, the index along the 4th axis of the volume to load.
+        max_pixels: the most pixels a PNG/JPEG may have (checked from its header, before
+            decoding: a small file can claim a huge image).
 
     Returns:
         MetaTensor of shape ``(C, X, Y, Z)`` (3D) or ``(C, W, H)`` (2D). ``meta`` keys:
@@ -111,32 +119,33 @@ def load_scan(
         >>> tuple(ct.shape), ct.meta["modality"], ct.meta["spacing"]
         ((1, 128, 128), 'CT', (0.661468, 0.661468))
     """
+    if not str(path).strip():  # Path("") is the working folder, which would be read as a series
+        raise ScanError("empty path: give a scan file or a DICOM series folder")
     src = Path(path).expanduser()
     if modality is not None and not (isinstance(modality, str) and modality.strip()):
         raise ScanError(f"{src}: modality must be a DICOM code such as 'CT', got {modality!r}")
     if not src.exists():
         raise ScanError(f"{src}: no such file or folder")
+    _require_regular(src)
     fmt = _format_of(src)
     if series_uid is not None and fmt != "dicom-series":
         raise ScanError(f"{src}: series_uid only applies to a DICOM series folder")
     if volume is not None and fmt != "nifti":
         raise ScanError(f"{src}: volume only applies to a NIfTI file")
 
-    photometric = study_year = file_modality = window = None
-    oriented = True
-    if fmt in ("dicom", "dicom-series"):
-        if fmt == "dicom-series":
-            image = read_dicom_series(src, series_uid)
-        else:
-            image = read_dicom_file(src)
-        array, affine = image.array, image.affine
-        photometric, study_year, file_modality = image.photometric, image.study_year, image.modality
-        window, oriented = image.window, image.oriented
-    elif fmt == "nifti":
-        array, affine = _read_nifti(src, volume)
-    else:
-        array, affine = _read_pil(src), np.eye(4)
+    try:  # the one guard: whatever a reader lets escape becomes a ScanError naming the file
+        image = _read(src, fmt, series_uid, volume, max_pixels)
+    except ScanError:
+        raise
+    except MemoryError as e:
+        raise ScanError(f"{src}: too large to load into this machine's memory") from e
+    except Exception as e:
+        raise ScanError(f"{src}: cannot be read as {fmt} ({type(e).__name__}: {e})") from e
+    array, affine = image.array, image.affine
+    photometric, study_year, file_modality = image.photometric, image.study_year, image.modality
+    window, oriented = image.window, image.oriented
 
+    _check_values(array, src)
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     bad = int((~torch.isfinite(tensor)).sum())
     if bad:
@@ -165,6 +174,50 @@ def load_scan(
         meta["spacing"],
     )
     return MetaTensor(tensor, affine=affine_t, meta=meta)
+
+
+def _read(
+    src: Path, fmt: str, series_uid: str | None, volume: int | None, max_pixels: int
+) -> DicomImage:
+    """The file's pixels, affine and header facts (non-DICOM formats have no header facts)."""
+    if fmt == "dicom-series":
+        return read_dicom_series(src, series_uid)
+    if fmt == "dicom":
+        return read_dicom_file(src)
+    if fmt == "nifti":
+        return DicomImage(*_read_nifti(src, volume), None, None, None)
+    return DicomImage(_read_pil(src, max_pixels), np.eye(4), None, None, None)
+
+
+def _require_regular(src: Path) -> None:
+    """Only regular files and folders are opened: a FIFO or a device (a ``.dcm`` link to
+    ``/dev/zero``) would block or never end."""
+    mode = src.stat().st_mode  # follows links
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device"
+            if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "not a regular file")  # fmt: skip
+    raise ScanError(f"{src}: {kind}, not a file; give a scan file or a DICOM series folder")
+
+
+def _check_values(array: np.ndarray, src: Path) -> None:
+    """Empty, complex and out-of-float32-range arrays are errors (they would load wrong)."""
+    if array.size == 0:
+        raise ScanError(f"{src}: the image is empty (shape {tuple(array.shape)})")
+    if np.iscomplexobj(array):
+        raise ScanError(
+            f"{src}: complex values ({array.dtype}); medvl loads real images: save the "
+            "magnitude (np.abs) or the real part (np.real) as a new file"
+        )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4:
+        finite = np.isfinite(array)
+        largest = float(np.abs(array[finite]).max()) if finite.any() else 0.0
+        if largest > np.finfo(np.float32).max:
+            raise ScanError(
+                f"{src}: values up to {largest:.3g} exceed float32's range (±3.4e38), which "
+                "medvl loads into; rescale the data"
+            )
 
 
 def _format_of(src: Path) -> str:
@@ -210,6 +263,7 @@ def _read_nifti(src: Path, volume: int | None) -> tuple[np.ndarray, np.ndarray]:
             f"{src}: not a readable NIfTI file, truncated or corrupt? ({type(e).__name__}: {e})"
         ) from e
     shape = tuple(int(s) for s in img.shape)
+    _check_nifti_size(img, src)
     if len(shape) > 4:
         raise ScanError(f"{src}: a {len(shape)}D NIfTI of shape {shape}; medvl loads 2D and 3D")
     if len(shape) == 4 and shape[3] > 1 and volume is None:
@@ -243,11 +297,58 @@ def _read_nifti(src: Path, volume: int | None) -> tuple[np.ndarray, np.ndarray]:
     return array[None], np.asarray(img.affine, dtype=np.float64)
 
 
-def _read_pil(src: Path) -> np.ndarray:
-    """PNG/JPEG through MONAI's PILReader, as (C, W, H)."""
+def _check_nifti_size(img, src: Path) -> None:
+    """The header's claimed data size against the file's, before any voxel is allocated: a
+    few-KB file claiming 2048 x 1024 x 1024 voxels must not cost gigabytes to refuse."""
+    header = img.header
+    dtype = header.get_data_dtype()
+    if dtype.kind == "c":
+        raise ScanError(
+            f"{src}: complex voxel values ({dtype}); medvl loads real images: save the "
+            "magnitude (np.abs) or the real part (np.real) as a new NIfTI"
+        )
+    shape = tuple(int(s) for s in img.shape)
+    if 0 in shape:
+        raise ScanError(f"{src}: the header's shape {shape} has an empty axis")
+    offset = int(header.get("vox_offset", 0))
+    claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize + offset
+    if src.name.lower().endswith(".gz"):
+        with open(src, "rb") as f:  # gzip's last 4 bytes: the data size modulo 2**32
+            f.seek(-4, os.SEEK_END)
+            held = int.from_bytes(f.read(4), "little")
+        if claimed >= 2**32:
+            return  # ISIZE cannot tell; nibabel reads what is there and fails if it is short
+        what = "decompresses to"
+    else:
+        held, what = src.stat().st_size, "holds"
+    if held < claimed:
+        raise ScanError(
+            f"{src}: the header claims {' x '.join(map(str, shape))} voxels of {dtype} "
+            f"({claimed} bytes with the header) but the file {what} {held} bytes: truncated, "
+            "or a corrupt header"
+        )
+
+
+def _read_pil(src: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """PNG/JPEG through MONAI's PILReader, as (C, W, H), refused above ``max_pixels``."""
+    try:
+        with Image.open(src) as probe:
+            width, height = probe.size
+    except Exception as e:
+        raise ScanError(
+            f"{src}: not a readable {src.suffix.lstrip('.').upper()} image, truncated "
+            f"or corrupt? ({type(e).__name__}: {e})"
+        ) from e
+    if width * height > max_pixels:
+        raise ScanError(
+            f"{src}: {width} x {height} = {width * height:,} pixels, more than the "
+            f"{max_pixels:,} allowed (load_scan(..., max_pixels=...) raises the cap)"
+        )
     reader = PILReader(converter=_display_mode)
     try:
-        array, _ = reader.get_data(reader.read(str(src)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            array, _ = reader.get_data(reader.read(str(src)))
     except Exception as e:
         raise ScanError(
             f"{src}: not a readable {src.suffix.lstrip('.').upper()} image, truncated "

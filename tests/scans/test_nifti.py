@@ -112,9 +112,8 @@ def test_truncated_and_corrupt_files(tmp_path):
     path = write_nifti(tmp_path / "whole.nii.gz", np.ones((20, 20, 20), np.float32), np.eye(4))
     raw = gzip.decompress(path.read_bytes())
     (tmp_path / "cut.nii.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
-    with pytest.raises(ScanError, match=r"cut\.nii\.gz: .*truncated") as err:
-        load_scan(tmp_path / "cut.nii.gz")
-    assert err.value.__cause__ is not None
+    with pytest.raises(ScanError, match=r"cut\.nii\.gz: .*decompresses to \d+ bytes: truncated"):
+        load_scan(tmp_path / "cut.nii.gz")  # the header's size checked before reading
     (tmp_path / "noise.nii").write_bytes(np.random.default_rng(1).bytes(1000))
     with pytest.raises(ScanError, match=r"noise\.nii: not a readable NIfTI"):
         load_scan(tmp_path / "noise.nii")
