@@ -62,11 +62,13 @@ def _dcmread(path: Path, stop_before_pixels: bool) -> Dataset:
 
 
 def _require_dataset_start(path: Path) -> None:
-    """A file without the DICM preamble is parsed only if its first element is a plausible
-    DICOM tag (group 0x0002 or 0x0008, even, little or big endian); else a ScanError at once."""
+    """A file without the DICM preamble is parsed only if a plausible first DICOM tag (group
+    0x0002 or 0x0008, little or big endian) sits within its first bytes; else a ScanError at
+    once (an all-zero file would keep the forced parser busy for minutes)."""
     with open(path, "rb") as f:
-        head = f.read(8)
-    groups = {int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")}
+        head = f.read(12)
+    starts = range(min(4, max(0, len(head) - 1)))
+    groups = {int.from_bytes(head[i : i + 2], order) for i in starts for order in ("little", "big")}
     if len(head) < 8 or not groups & {0x0002, 0x0008}:
         what = "empty" if not head else "all zeros" if not any(head) else f"starts {head[:8].hex()}"
         raise ScanError(

@@ -213,7 +213,7 @@ def _check_values(array: np.ndarray, src: Path) -> None:
     if array.dtype.kind == "f" and array.dtype.itemsize > 4:
         finite = np.isfinite(array)
         largest = float(np.abs(array[finite]).max()) if finite.any() else 0.0
-        if largest > np.finfo(np.float32).max:
+        if largest > float(np.finfo(np.float32).max):
             raise ScanError(
                 f"{src}: values up to {largest:.3g} exceed float32's range (±3.4e38), which "
                 "medvl loads into; rescale the data"
@@ -332,8 +332,10 @@ def _check_nifti_size(img, src: Path) -> None:
 def _read_pil(src: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """PNG/JPEG through MONAI's PILReader, as (C, W, H), refused above ``max_pixels``."""
     try:
-        with Image.open(src) as probe:
-            width, height = probe.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            with Image.open(src) as probe:
+                width, height = probe.size
     except Exception as e:
         raise ScanError(
             f"{src}: not a readable {src.suffix.lstrip('.').upper()} image, truncated "
