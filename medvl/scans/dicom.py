@@ -79,6 +79,7 @@ class DicomImage:
             units of ``array`` (see :func:`_voi_window`), or None when the file has none.
         oriented: False for a volume without ImagePositionPatient/ImageOrientationPatient (a
             cine loop, an ultrasound sweep): its axes are the file's, not the patient's.
+        skipped: Names of a series folder's unreadable files left out (``skip_unreadable``).
     """
 
     array: np.ndarray
@@ -88,6 +89,7 @@ class DicomImage:
     study_year: int | None
     window: tuple[float, float] | None = None
     oriented: bool = True
+    skipped: tuple[str, ...] = ()
 
 
 def read_dicom_file(path: Path) -> DicomImage:
@@ -112,15 +114,20 @@ def read_dicom_file(path: Path) -> DicomImage:
         return DicomImage(array, affine, window=window, oriented=oriented, **_summary(ds))
 
 
-def read_dicom_series(folder: Path, series_uid: str | None = None) -> DicomImage:
+def read_dicom_series(
+    folder: Path, series_uid: str | None = None, skip_unreadable: bool = False
+) -> DicomImage:
     """Assemble the series in ``folder`` into a volume, slices ordered by their position.
 
     Headers are read first without pixel data to group the files by SeriesInstanceUID and check
     them; the slices are sorted by the projection of ImagePositionPatient on the slice normal
-    (the cross product of the ImageOrientationPatient row and column cosines).
+    (the cross product of the ImageOrientationPatient row and column cosines). A file that
+    should be a slice (a DICOM extension, or none) but cannot be read stops the load, unless
+    ``skip_unreadable``: then it is left out and named in ``DicomImage.skipped``. Files with
+    other extensions (``.txt``, ``.json``...) are not slices and are passed over.
     """
     with _quiet_pydicom():
-        return _read_series(folder, series_uid)
+        return _read_series(folder, series_uid, skip_unreadable)
 
 
 _quiet_lock = threading.Lock()
@@ -150,8 +157,8 @@ def _quiet_pydicom() -> Iterator[None]:
                 config.settings.reading_validation_mode = _quiet_state["mode"]
 
 
-def _read_series(folder: Path, series_uid: str | None) -> DicomImage:
-    series = _images_in_folder(folder)
+def _read_series(folder: Path, series_uid: str | None, skip_unreadable: bool) -> DicomImage:
+    series, skipped = _images_in_folder(folder, skip_unreadable)
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     for path, ds in series:
         groups[str(ds.get("SeriesInstanceUID") or "")].append((path, ds))
@@ -207,32 +214,51 @@ def _read_series(folder: Path, series_uid: str | None) -> DicomImage:
         np.concatenate(frames), positions, iop, _pixel_spacing(first), _slice_gap(first), folder
     )
     oriented = positions is not None and iop is not None
-    return DicomImage(array, affine, window=window, oriented=oriented, **_summary(first))
+    return DicomImage(array, affine, window=window, oriented=oriented, skipped=tuple(skipped),
+                      **_summary(first))  # fmt: skip
 
 
 # -- folders --------------------------------------------------------------------------------
 
 
-def _images_in_folder(folder: Path) -> list[tuple[Path, Dataset]]:
+def _images_in_folder(
+    folder: Path, skip_unreadable: bool
+) -> tuple[list[tuple[Path, Dataset]], list[str]]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file()]
     if not files:
         hint = ", ".join(p.name for p in entries if p.is_dir())[:200]
         hint = f"; it has subfolders ({hint}): load the one holding the slices" if hint else ""
         raise ScanError(f"{folder}: the folder holds no DICOM files{hint}")
-    images = []
+    images, skipped = [], []
     for path in files:
-        if path.suffix.lower() not in DICOM_EXTENSIONS and not pydicom.misc.is_dicom(path):
-            logger.debug("%s: skipped, not a DICOM file", path)
+        slice_like = path.suffix.lower() in DICOM_EXTENSIONS or _no_extension(path)
+        if not slice_like and not pydicom.misc.is_dicom(path):
+            logger.debug("%s: passed over, not a DICOM file", path)
             continue
-        ds = _dcmread(path, stop_before_pixels=True)  # a corrupt .dcm stops the load
+        try:
+            ds = _dcmread(path, stop_before_pixels=True)
+        except ScanError as e:
+            if not skip_unreadable:
+                raise ScanError(
+                    f"{e}\n(in the series folder {folder}: remove the file, or load with "
+                    "load_scan(folder, skip_unreadable=True) to build the volume without it)"
+                ) from e
+            logger.warning("%s: left out of the series, unreadable", path)
+            skipped.append(path.name)
+            continue
         if "Rows" in ds and "Columns" in ds:
             images.append((path, ds))
         else:  # DICOMDIR, structure sets, reports... live beside images
-            logger.debug("%s: skipped, a DICOM file without an image", path)
+            logger.debug("%s: passed over, a DICOM file without an image", path)
     if not images:
         raise ScanError(f"{folder}: none of its {len(files)} files is a DICOM image")
-    return images
+    return images, skipped
+
+
+def _no_extension(path: Path) -> bool:
+    """No extension, or a numeric one (``IM0001``, ``1.2.840.10008.1``: slices' usual names)."""
+    return not path.suffix or path.suffix[1:].isdigit()
 
 
 def _describe_series(groups: dict[str, list[tuple[Path, Dataset]]]) -> str:

@@ -57,6 +57,7 @@ META_KEYS = (
     "study_year",
     "photometric",
     "window",
+    "skipped",
 )
 #: Default cap on a PNG/JPEG's pixels (``load_scan(max_pixels=...)``): 64 megapixels, far above
 #: any radiograph or fundus photograph, far below what a 2-core, 24 GB machine can hold.
@@ -72,6 +73,7 @@ def load_scan(
     series_uid: str | None = None,
     volume: int | None = None,
     max_pixels: int = MAX_PIXELS,
+    skip_unreadable: bool = False,
 ) -> MetaTensor:
     """Load a scan as a channel-first float32 MetaTensor (3D: RAS; 2D: as displayed).
 
@@ -90,6 +92,8 @@ def load_scan(
         volume: for a 4D NIfTI, the index along the 4th axis of the volume to load.
         max_pixels: the most pixels a PNG/JPEG may have (checked from its header, before
             decoding: a small file can claim a huge image).
+        skip_unreadable: for a DICOM series folder, leave out files that should be slices
+            but cannot be read (``meta["skipped"]`` names them) instead of failing.
 
     Returns:
         MetaTensor of shape ``(C, X, Y, Z)`` (3D) or ``(C, W, H)`` (2D). ``meta`` keys:
@@ -100,8 +104,9 @@ def load_scan(
         (DICOM StudyDate year or None), ``photometric`` (the DICOM PhotometricInterpretation,
         None for other formats), ``window`` (the file's first DICOM VOI window as ``(center,
         width)`` floats in the units of the returned values -- rescaled, and for MONOCHROME1
-        mirrored with the pixels -- or None: no window, or not DICOM), and MetaTensor's own
-        ``affine`` and ``space``. No patient identifier.
+        mirrored with the pixels -- or None: no window, or not DICOM), ``skipped`` (names of a
+        series' unreadable files left out with ``skip_unreadable``; empty otherwise), and
+        MetaTensor's own ``affine`` and ``space``. No patient identifier.
 
     Note:
         A folder holding one single-frame image loads as that 2D image. DICOM volumes without
@@ -130,11 +135,13 @@ def load_scan(
     fmt = _format_of(src)
     if series_uid is not None and fmt != "dicom-series":
         raise ScanError(f"{src}: series_uid only applies to a DICOM series folder")
+    if skip_unreadable and fmt != "dicom-series":
+        raise ScanError(f"{src}: skip_unreadable only applies to a DICOM series folder")
     if volume is not None and fmt != "nifti":
         raise ScanError(f"{src}: volume only applies to a NIfTI file")
 
     try:  # the one guard: whatever a reader lets escape becomes a ScanError naming the file
-        image = _read(src, fmt, series_uid, volume, max_pixels)
+        image = _read(src, fmt, series_uid, volume, max_pixels, skip_unreadable)
     except ScanError:
         raise
     except MemoryError as e:
@@ -164,6 +171,7 @@ def load_scan(
         "study_year": study_year,
         "photometric": photometric,
         "window": window,
+        "skipped": image.skipped,
     }
     logger.debug(
         "loaded %s (%s, %s): shape %s, spacing %s",
@@ -177,11 +185,12 @@ def load_scan(
 
 
 def _read(
-    src: Path, fmt: str, series_uid: str | None, volume: int | None, max_pixels: int
+    src: Path, fmt: str, series_uid: str | None, volume: int | None, max_pixels: int,
+    skip_unreadable: bool,
 ) -> DicomImage:
     """The file's pixels, affine and header facts (non-DICOM formats have no header facts)."""
     if fmt == "dicom-series":
-        return read_dicom_series(src, series_uid)
+        return read_dicom_series(src, series_uid, skip_unreadable)
     if fmt == "dicom":
         return read_dicom_file(src)
     if fmt == "nifti":

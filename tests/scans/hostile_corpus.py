@@ -209,6 +209,15 @@ def build(folder: str | Path) -> dict[str, Case]:  # noqa: PLR0915 - one line pe
     case("series_same_position",
          _series(f, "same_pos", lambda ds, k: setattr(ds, "ImagePositionPatient", [0.0, 0, 0])),
          error=("share a position",))  # fmt: skip
+    broken = _series(f, "broken_member", n=5)
+    member = sorted(broken.iterdir())[2]
+    renamed = member.with_name("IM0003")  # slices often have no extension
+    renamed.write_bytes(member.read_bytes()[:100])
+    member.unlink()
+    (broken / "notes.txt").write_text("not a slice, passed over")
+    case("series_truncated_member", broken, error=("IM0003", "skip_unreadable=True"))
+    case("series_truncated_member_skipped", broken, shape=(1, 128, 128, 4),
+         kwargs={"skip_unreadable": True})  # fmt: skip
     case("series_mixed_sizes",
          _series(f, "sizes", lambda ds, k: k == 0 and _shrink(ds)),
          error=("different sizes",))  # fmt: skip

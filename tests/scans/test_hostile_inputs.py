@@ -68,3 +68,16 @@ def test_a_file_claiming_a_huge_size_costs_no_memory_to_refuse(corpus, name) -> 
     growth = float(subprocess.run(command, check=True, timeout=300, capture_output=True,
                                   text=True).stdout.strip().splitlines()[-1])  # fmt: skip
     assert growth < 100, f"{name}: peak memory grew by {growth:.0f} MB"
+
+
+def test_a_series_skips_an_unreadable_member_only_when_asked_and_says_so(corpus) -> None:
+    from medvl.scans import ScanError, load_scan
+
+    folder = corpus[0]["series_truncated_member"].path
+    with pytest.raises(ScanError, match="IM0003"):
+        load_scan(folder)
+    scan = load_scan(folder, skip_unreadable=True)
+    assert scan.shape[-1] == 4 and scan.meta["skipped"] == ("IM0003",)
+    assert load_scan(corpus[0]["series"].path).meta["skipped"] == ()
+    with pytest.raises(ScanError, match="only applies to a DICOM series folder"):
+        load_scan(corpus[0]["ct_small"].path, skip_unreadable=True)
