@@ -27,14 +27,9 @@ from typing import Any
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from medvl.scans import ScanError
     from medvl.scans.summary import scan_summary
 
-    try:
-        summary = scan_summary(args.scan, modality=args.modality)
-    except ScanError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = scan_summary(args.scan, modality=args.modality)  # a ScanError: main tells it
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -76,15 +71,11 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _cmd_data_convert(args: argparse.Namespace) -> int:
-    from medvl.data.adapters import AdapterError, convert_dataset
+    from medvl.data.adapters import convert_dataset
 
-    try:
-        report = convert_dataset(
-            args.format, args.src, args.out, split=args.split, **_parse_options(args.option)
-        )
-    except AdapterError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report = convert_dataset(  # an AdapterError: main tells it
+        args.format, args.src, args.out, split=args.split, **_parse_options(args.option)
+    )
     print(report.summary())
     if report.written == 0:
         print(f"error: no sample written from {args.src} (see the reasons above)", file=sys.stderr)
@@ -145,15 +136,9 @@ def _cmd_config_run(args: argparse.Namespace) -> int:
     """``medvl sft|grpo|eval --config FILE [--key value ...]``: the library's ``run_*``."""
     import importlib
 
-    from medvl.config import ConfigError
-
     module, name = args.runner
     run = getattr(importlib.import_module(module), name)
-    try:
-        result = run(args.config, _config_overrides(args))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = run(args.config, _config_overrides(args))  # a ConfigError: main tells it
     if args.print_result:
         print(result)
     return 0
@@ -305,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     from medvl.model.families import FAMILIES, SIZES
 
     parser = argparse.ArgumentParser(
-        prog="medvl", description="Medical vision-language models: scans, models, training."
+        prog="medvl", description="Medical vision-language models: scans, models, training.",
+        epilog="--debug (anywhere on the line) shows the full traceback of an error.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -400,14 +386,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the input's fault, told as one line (the library's own kinds, and files
+    that are missing or not allowed); anything else is a bug and keeps its traceback."""
+    from medvl.config import ConfigError
+    from medvl.data.adapters._common import AdapterError
+    from medvl.data.manifest import ManifestError
+    from medvl.data.sample import SampleError
+    from medvl.eval.judge import JudgeError
+    from medvl.eval.predictions import PredictionFileError
+    from medvl.model.loading import ModelLoadError
+    from medvl.scans import ScanError
+
+    return (ConfigError, AdapterError, ManifestError, SampleError, JudgeError,
+            PredictionFileError, ModelLoadError, ScanError, FileNotFoundError, PermissionError,
+            IsADirectoryError, NotADirectoryError)  # fmt: skip
+
+
+_RESUME_HINTS = {
+    "eval": "the answers written so far are kept in the run's predictions.jsonl; rerun the same "
+    "command to continue after them",
+    "sft": "checkpoints saved so far are kept in output_dir; rerun with --resume to continue "
+    "from the latest",
+    "grpo": "checkpoints saved so far are kept in output_dir; rerun with --resume to continue "
+    "from the latest",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``medvl`` console script."""
+    """Entry point of the ``medvl`` console script.
+
+    An error in the input (a scan, manifest, config, prediction file or model folder) is
+    printed as ``medvl COMMAND: error: ...`` with exit code 2, without a traceback unless
+    ``--debug`` is given (anywhere on the line); Ctrl-C says what was kept and how to resume
+    (exit code 130).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        hint = _RESUME_HINTS.get(args.command, "nothing half-written was kept")
+        print(f"\nmedvl {args.command}: interrupted; {hint}", file=sys.stderr)
+        return 130
+    except _user_errors() as err:
+        if debug:
+            raise
+        text = str(err) or type(err).__name__
+        if isinstance(err, OSError) and err.filename:
+            text = f"{err.filename}: {err.strerror or err}"
+        print(f"medvl {args.command}: error: {text} (--debug shows the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 2
 
 
 if __name__ == "__main__":

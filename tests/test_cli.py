@@ -204,3 +204,70 @@ def test_demo_names_a_missing_model_folder(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert str(missing) in err and "no such folder" in err
 
+
+
+EVAL_TINY = str(Path(SFT_TINY).with_name("eval_tiny.yaml"))
+
+
+@pytest.fixture(scope="module")
+def chest_manifest(tmp_path_factory) -> Path:
+    from medvl.data.phantom_samples import generate_phantom_dataset
+
+    out = tmp_path_factory.mktemp("chest")
+    return generate_phantom_dataset(out, n=2, modalities=("chest",), progress=False)
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    """Run ``medvl argv`` here; it must fail with exit code 2 and one line on stderr."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"medvl {argv[0]}: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_eval_tells_a_bad_manifest_line_a_missing_image_and_a_bad_scan(
+    chest_manifest, tmp_path, capsys
+):
+    records = chest_manifest.read_text().splitlines()
+    bad_line = chest_manifest.with_name("bad_line.jsonl")  # beside the images it names
+    bad_line.write_text("\n".join([records[0], '{"id": "x", "question": ', *records[1:]]) + "\n")
+    common = ["eval", "--config", EVAL_TINY, "--max_samples", "2", "--progress", "false",
+              "--max_new_tokens", "2"]  # fmt: skip
+    line = _one_line_error(capsys, [*common, "--manifest", str(bad_line), "--output",
+                                    str(tmp_path / "a.jsonl")])  # fmt: skip
+    assert "bad_line.jsonl:2" in line
+    first = json.loads(records[0])
+    missing = chest_manifest.with_name("missing.jsonl")
+    missing.write_text(json.dumps({**first, "image": "nowhere/scan.dcm"}) + "\n")
+    line = _one_line_error(capsys, [*common, "--manifest", str(missing), "--output",
+                                    str(tmp_path / "b.jsonl")])  # fmt: skip
+    assert "nowhere/scan.dcm" in line
+    line = _one_line_error(capsys, ["info", str(bad_line)])
+    assert "bad_line.jsonl" in line and "unknown file type" in line
+    with pytest.raises(Exception, match="nowhere/scan.dcm"):  # --debug: the real exception
+        main([*common, "--manifest", str(missing), "--output", str(tmp_path / "c.jsonl"),
+              "--debug"])  # fmt: skip
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(chest_manifest, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "p.jsonl"
+    command = [*MEDVL, "eval", "--config", EVAL_TINY, "--manifest", str(chest_manifest),
+               "--output", str(out), "--max_samples", "8", "--batch_size", "1",
+               "--max_new_tokens", "6", "--progress", "false"]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (out.is_file() and out.read_text().count("\n")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "medvl eval: interrupted; the answers written so far are kept" in err
+    kept = out.read_text().count("\n")
+    resumed = run_cli(*command[3:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.read_text().count("\n") > kept

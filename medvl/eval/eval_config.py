@@ -6,12 +6,17 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medvl.config import YamlConfig
 
 __all__ = ["MATCHERS", "EvalConfig"]
 
 MATCHERS = ("embedding", "judge", "none")
+#: The settings that change what a model answers: predictions made with other values are not
+#: appended to (a rerun with other values must name another output, or pass ``force``).
+GENERATION_SETTINGS = ("model", "max_new_tokens", "reasoning", "view", "n_frames", "do_sample",
+                       "seed", "dtype")  # fmt: skip
 _CHECKPOINT_DIR = re.compile(r"^(final|checkpoint[-_].*|step[-_].*)$")
 
 
@@ -49,6 +54,8 @@ class EvalConfig(YamlConfig):
             ``$MEDVL_JUDGE_BASE_URL`` / ``$MEDVL_JUDGE_MODEL``, `medvl.eval.judge`) or ``none``
             (no reasoning scores).
         reasoning_threshold: The matcher's similarity threshold (None: its calibrated default).
+        force: Append to predictions made with other generation settings (see
+            `GENERATION_SETTINGS`); without it such a rerun is refused.
     """
 
     model: str = ""
@@ -71,6 +78,15 @@ class EvalConfig(YamlConfig):
     progress: bool = True
     reasoning_matcher: str = "embedding"
     reasoning_threshold: float | None = None
+    force: bool = False
+
+    def differing_settings(self, saved: EvalConfig) -> dict[str, tuple[Any, Any]]:
+        """``{field: (saved, now)}`` for the `GENERATION_SETTINGS` that differ from ``saved``."""
+        return {
+            name: (getattr(saved, name), getattr(self, name))
+            for name in GENERATION_SETTINGS
+            if getattr(saved, name) != getattr(self, name)
+        }
 
     def __post_init__(self) -> None:
         if self.reasoning_matcher not in MATCHERS:

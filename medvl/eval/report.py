@@ -173,6 +173,7 @@ def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
     summary["format_rate"] = _proportion(records, "well_formed")
     summary["same_findings"] = _proportion(records, "same_findings")
     summary["hedged"] = _proportion(records, "hedged")
+    summary["unreadable"] = {str(r["id"]): str(r["error"]) for r in records if r.get("error")}
     summary["accuracy_by_modality_and_type"] = {
         modality: _grouped_accuracy([r for r in records
                                      if str(r.get("modality") or "unknown") == modality],

@@ -188,6 +188,11 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
     if hedges:
         out += ["", "Hedged replies (two options offered, or both yes and no; scored wrong): "
                 + ", ".join(hedges) + "."]
+    unreadable = {n: ms[n].get("unreadable") or {} for n in names}
+    if any(unreadable.values()):
+        out += ["", "Samples whose scan could not be read (not answered, not scored):", ""]
+        out += _table(["model", "sample", "why"], [[n, i, why.splitlines()[0]]
+                      for n in names for i, why in unreadable[n].items()])  # fmt: skip
     out += _grounding_section(summary)
     out += _reasoning_section(summary, plots)
     for key, title, plot in (

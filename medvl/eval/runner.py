@@ -62,10 +62,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medvl.config import ConfigError
+from medvl.data.sample import SampleError
 from medvl.eval.eval_config import EvalConfig
 from medvl.eval.predictions import read_predictions
 from medvl.eval.scoring import reasoning_row, score
 from medvl.eval.shards import merge_shards, processes, shard_path, shard_paths
+from medvl.scans import ScanError
 
 __all__ = [
     "EvalConfig",
@@ -183,6 +186,8 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
             f"{output} already holds predictions of model {', '.join(others)}, not {name!r}: "
             "choose another output (or model_name)"
         )
+    if done and config.config_path.is_file() and not config.force:
+        _require_same_settings(config, output)
     if procs.is_main:
         config.save_yaml(config.config_path)
     done_ids = {r["id"] for r in done}
@@ -198,6 +203,51 @@ def evaluate(config: EvalConfig, model: Any = None) -> Path:
             merge_shards(output, [s.id for s in samples])
         procs.wait()
     return output
+
+
+def _require_same_settings(config: EvalConfig, output: Path) -> None:
+    """Refuse to append answers made differently from those already in ``output``."""
+    saved = EvalConfig.from_yaml(config.config_path)
+    changed = config.differing_settings(saved)
+    if changed:
+        listed = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+        raise ConfigError(
+            f"{output} holds answers made with other settings ({listed}); give another output, "
+            "or --force true to append anyway"
+        )
+
+
+def _unreadable_row(sample: Any, name: str, error: Exception) -> dict[str, Any]:
+    """The line of a sample whose scan could not be read: kept, counted, never scored."""
+    return {
+        "id": sample.id, "model": name, "split": sample.split,
+        "answer_type": sample.answer_type, "modality": sample.modality,
+        "anatomy": sample.anatomy, "reference": sample.answer, "question": sample.question,
+        "options": sample.options, "image": _first_image(sample), "reference_box": sample.box,
+        "output": None, "answer": None, "correct": None, "well_formed": None,
+        "error": str(error),
+    }  # fmt: skip
+
+
+def _answer_batch(config: EvalConfig, model: Any, batch: Sequence[Any], root: Path) -> list:
+    """The batch's answers; a sample whose scan cannot be read gets its exception instead
+    (the batch is asked again one by one to find it)."""
+    unreadable = (ScanError, SampleError, FileNotFoundError, PermissionError)
+    kwargs = {"max_new_tokens": config.max_new_tokens, "reasoning": config.reasoning,
+              "view": config.view, "n_frames": config.n_frames, "do_sample": config.do_sample}
+    try:
+        return model.answer_batch([_question(s, root) for s in batch], **kwargs)
+    except unreadable:
+        if len(batch) == 1:
+            raise
+    answers: list = []
+    for sample in batch:
+        try:
+            answers += model.answer_batch([_question(sample, root)], **kwargs)
+        except unreadable as error:
+            logger.warning("%s: left unanswered, its scan cannot be read: %s", sample.id, error)
+            answers.append(error)
+    return answers
 
 
 def _answer_all(config: EvalConfig, model: Any, todo: Sequence[Any], root: Path,
@@ -223,13 +273,15 @@ def _answer_all(config: EvalConfig, model: Any, todo: Sequence[Any], root: Path,
     with output.open("a", encoding="utf-8") as f:
         for batch in _batches(todo, config.batch_size):
             start = time.perf_counter()
-            answers = model.answer_batch(
-                [_question(s, root) for s in batch], max_new_tokens=config.max_new_tokens,
-                reasoning=config.reasoning, view=config.view, n_frames=config.n_frames,
-                do_sample=config.do_sample,
-            )  # fmt: skip
+            try:
+                answers = _answer_batch(config, model, batch, root)
+            except (ScanError, SampleError, FileNotFoundError, PermissionError) as error:
+                answers = [error]  # a batch of one
             rows = []
             for sample, ans in zip(batch, answers, strict=True):
+                if isinstance(ans, Exception):
+                    rows.append(_unreadable_row(sample, name, ans))
+                    continue
                 rows.append({
                     "id": sample.id, "model": name, "split": sample.split,
                     "answer_type": sample.answer_type, "modality": sample.modality,
@@ -245,7 +297,8 @@ def _answer_all(config: EvalConfig, model: Any, todo: Sequence[Any], root: Path,
             latency = (time.perf_counter() - start) / len(batch)
             for sample, row in zip(batch, rows, strict=True):
                 row["latency_s"] = latency
-                row.update(reasoning_row(sample, row, asked, matcher))
+                if "error" not in row:
+                    row.update(reasoning_row(sample, row, asked, matcher))
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -257,7 +310,8 @@ def summarize(predictions: str | os.PathLike | Sequence[Mapping[str, Any]]) -> d
     """Headline numbers of a predictions file (or its rows).
 
     Returns:
-        ``n``, ``accuracy`` (over the rows with a ``correct``; None if none),
+        ``n``, ``unreadable`` (rows whose scan could not be read: an ``error``, no answer),
+        ``accuracy`` (over the rows with a ``correct``; None if none),
         ``accuracy_by_type`` (answer type -> accuracy), ``n_by_type``, ``mean_iou`` (None
         without grounding rows), ``mean_token_f1``, ``mean_severity_abs_error``,
         ``well_formed`` (fraction), ``mean_latency_s``, ``mean_reasoning_recall``,
@@ -284,6 +338,7 @@ def summarize(predictions: str | os.PathLike | Sequence[Mapping[str, Any]]) -> d
     scored = [c for cs in by_type.values() for c in cs]
     return {
         "n": len(rows),
+        "unreadable": sum(1 for r in rows if r.get("error")),
         "accuracy": mean(scored),
         "accuracy_by_type": {k: mean(v) for k, v in sorted(by_type.items())},
         "n_by_type": dict(sorted(n_by_type.items())),

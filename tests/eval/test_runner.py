@@ -367,3 +367,61 @@ def test_score_severity_uses_the_samples_own_scale(manifest: Path) -> None:
     assert score(base, _answer("grade 6"), manifest.parent)["severity_grade"] is None
     off = score(sample, _answer("grade 9"), manifest.parent)
     assert off["severity_grade"] is None and off["severity_abs_error"] == 5.0  # worst: 8 - 3
+
+
+def _copy_of(manifest: Path, tmp_path: Path) -> Path:
+    """A copy of the phantom dataset's folder, to break its files."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(manifest.parent, copy)
+    return copy / manifest.name
+
+
+def test_an_unreadable_scan_is_an_error_line_not_a_crash(
+    manifest: Path, tmp_path: Path, vlm: MedVLM
+) -> None:
+    from medvl.eval.report import make_report
+
+    broken = _copy_of(manifest, tmp_path)
+    samples = read_manifest(broken)
+    corrupt, missing = samples[1], samples[len(samples) - 1]
+    (broken.parent / _first(corrupt)).write_bytes(b"not an image")
+    (broken.parent / _first(missing)).unlink()
+    out = tmp_path / "p.jsonl"
+    evaluate(_config(broken, out, check_files=False), model=vlm)
+    rows = {r["id"]: r for r in read_predictions(out)}
+    assert len(rows) == len(samples)
+    bad = {i for i, r in rows.items() if r.get("error")}
+    sharing = {s.id for s in samples if _first(s) in (_first(corrupt), _first(missing))}
+    assert bad == sharing and {corrupt.id, missing.id} <= bad
+    assert Path(_first(corrupt)).name in rows[corrupt.id]["error"]
+    assert "no such file" in rows[missing.id]["error"]
+    assert all(rows[i]["correct"] is None and rows[i]["answer"] is None for i in bad)
+    assert all(isinstance(r["output"], str) for i, r in rows.items() if i not in bad)
+    assert summarize(out)["unreadable"] == len(bad)
+    report = make_report([out], tmp_path / "report", gallery=0).read_text()
+    assert "could not be read" in report and corrupt.id in report
+    evaluate(_config(broken, out, check_files=False), model=vlm)  # resumes: nothing to do
+    assert len(_lines(out)) == len(samples)
+
+
+def _first(sample: Any) -> str:
+    return str(sample.image[0] if isinstance(sample.image, (list, tuple)) else sample.image)
+
+
+def test_a_rerun_with_other_generation_settings_is_refused(
+    manifest: Path, tmp_path: Path, vlm: MedVLM
+) -> None:
+    out = tmp_path / "p.jsonl"
+    evaluate(_config(manifest, out, max_samples=2), model=vlm)
+    before = out.read_bytes()
+    with pytest.raises(ConfigError, match=r"max_new_tokens: 8 there, 12 now.*reasoning"):
+        evaluate(_config(manifest, out, max_samples=3, max_new_tokens=12, reasoning=False),
+                 model=vlm)  # fmt: skip
+    assert out.read_bytes() == before
+    evaluate(_config(manifest, out, max_samples=3), model=vlm)  # same settings: resumes
+    assert len(_lines(out)) == 3
+    evaluate(_config(manifest, out, max_samples=4, max_new_tokens=12, force=True), model=vlm)
+    assert len(_lines(out)) == 4 and yaml.safe_load(
+        out.with_name(out.name + ".config.yaml").read_text())["max_new_tokens"] == 12
