@@ -81,3 +81,15 @@ def test_a_series_skips_an_unreadable_member_only_when_asked_and_says_so(corpus)
     assert load_scan(corpus[0]["series"].path).meta["skipped"] == ()
     with pytest.raises(ScanError, match="only applies to a DICOM series folder"):
         load_scan(corpus[0]["ct_small"].path, skip_unreadable=True)
+
+
+def test_unphysical_pixel_spacing_is_a_warning_that_names_the_fallback(corpus, caplog) -> None:
+    from medvl.scans import load_scan
+
+    for name in ("pixel_spacing_inf", "pixel_spacing_zero", "pixel_spacing_nan"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="medvl.scans.dicom"):
+            scan = load_scan(corpus[0][name].path)
+        assert scan.meta["spacing"] == (1.0, 1.0)
+        assert any("PixelSpacing" in r.getMessage() and "using 1.0 x 1.0 mm" in r.getMessage()
+                   for r in caplog.records), name  # fmt: skip
