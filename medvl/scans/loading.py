@@ -14,6 +14,7 @@ Output contract (other medvl modules rely on it):
 
 from __future__ import annotations
 
+import gzip
 import logging
 import operator
 import os
@@ -322,12 +323,7 @@ def _check_nifti_size(img, src: Path) -> None:
     offset = int(header.get("vox_offset", 0))
     claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize + offset
     if src.name.lower().endswith(".gz"):
-        with open(src, "rb") as f:  # gzip's last 4 bytes: the data size modulo 2**32
-            f.seek(-4, os.SEEK_END)
-            held = int.from_bytes(f.read(4), "little")
-        if claimed >= 2**32:
-            return  # ISIZE cannot tell; nibabel reads what is there and fails if it is short
-        what = "decompresses to"
+        held, what = _gunzipped_size(src, claimed), "decompresses to"
     else:
         held, what = src.stat().st_size, "holds"
     if held < claimed:
@@ -336,6 +332,21 @@ def _check_nifti_size(img, src: Path) -> None:
             f"({claimed} bytes with the header) but the file {what} {held} bytes: truncated, "
             "or a corrupt header"
         )
+
+
+def _gunzipped_size(src: Path, enough: int) -> int:
+    """How many bytes ``src`` decompresses to (at most ``enough`` counted): gzip's own record
+    (its last 4 bytes, the size modulo 2**32) when ``enough`` is below 4 GiB, else counted by
+    decompressing in chunks, so a small file claiming gigabytes costs no memory."""
+    if enough < 2**32:
+        with open(src, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little")
+    count = 0
+    with gzip.open(src, "rb") as f:
+        while count < enough and (chunk := f.read(1 << 24)):
+            count += len(chunk)
+    return count
 
 
 def _read_pil(src: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:

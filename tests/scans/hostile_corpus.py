@@ -123,12 +123,15 @@ def _huge_png(folder: Path, width: int, height: int) -> Path:
     return _write(folder, "huge.png", png)
 
 
-def _huge_nifti_header(folder: Path) -> Path:
-    """A few-KB .nii whose header claims 2048 x 1024 x 1024 float32 voxels (8 GiB)."""
+def _huge_nifti_header(folder: Path, gz: bool = False) -> Path:
+    """A few-KB .nii (or .nii.gz) whose header claims 2048 x 1024 x 1024 float32 voxels."""
+    import gzip
+
     img = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
     img.header.set_data_shape((2048, 1024, 1024))
-    out = folder / "claims_8gib.nii"
-    out.write_bytes(img.header.binaryblock + b"\0" * 4 + b"\0" * 4096)
+    data = img.header.binaryblock + b"\0" * 4 + b"\0" * 4096
+    out = folder / ("claims_8gib.nii.gz" if gz else "claims_8gib.nii")
+    out.write_bytes(gzip.compress(data) if gz else data)
     return out
 
 
@@ -268,6 +271,8 @@ def build(folder: str | Path) -> dict[str, Case]:  # noqa: PLR0915 - one line pe
     case("nifti_random", _write(f, "random.nii", np.random.default_rng(1).bytes(1000)),
          error=("random.nii", "not a readable NIfTI"))  # fmt: skip
     case("nifti_claims_8gib", _huge_nifti_header(f), error=("claims_8gib.nii", "truncated"))
+    case("nifti_gz_claims_8gib", _huge_nifti_header(f, gz=True),
+         error=("claims_8gib.nii.gz", "decompresses to 4448 bytes"))  # fmt: skip
 
     # -- PNG / JPEG -----------------------------------------------------------------------
     gray = Image.fromarray(np.arange(48 * 32, dtype=np.uint8).reshape(32, 48) % 251)
