@@ -256,18 +256,21 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(chest_manifest, tmp_path):
     import time
 
     out = tmp_path / "p.jsonl"
+    # Long enough (every sample, 256 tokens each) that SIGINT after the first line lands mid-run.
     command = [*MEDVL, "eval", "--config", EVAL_TINY, "--manifest", str(chest_manifest),
-               "--output", str(out), "--max_samples", "8", "--batch_size", "1",
-               "--max_new_tokens", "6", "--progress", "false"]  # fmt: skip
+               "--output", str(out), "--max_samples", "null", "--batch_size", "1",
+               "--max_new_tokens", "256", "--progress", "false"]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (out.is_file() and out.read_text().count("\n")):
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert "medvl eval: interrupted; the answers written so far are kept" in err
     kept = out.read_text().count("\n")
-    resumed = run_cli(*command[3:])
+    assert 1 <= kept < len(chest_manifest.read_text().splitlines())
+    # The same settings resume after the kept lines (one more sample, to stay quick).
+    resumed = run_cli(*command[3:-2], "--max_samples", str(kept + 1), "--progress", "false")
     assert resumed.returncode == 0, resumed.stderr
-    assert out.read_text().count("\n") > kept
+    assert out.read_text().count("\n") == kept + 1
