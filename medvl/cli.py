@@ -152,7 +152,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         report = make_report(args.predictions, args.out, names=args.names,
                              gallery=args.gallery, image_root=args.image_root)  # fmt: skip
     except (PredictionFileError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"medvl report: error: {err}", file=sys.stderr)
         return 2
     print(report.with_name("report.html"))
     print(report)
@@ -166,7 +166,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     try:
         print(compare_runs(args.run_a, args.run_b, names=args.names))
     except (PredictionFileError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"medvl compare: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -260,7 +260,13 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(chest_manifest, tmp_path):
     command = [*MEDVL, "eval", "--config", EVAL_TINY, "--manifest", str(chest_manifest),
                "--output", str(out), "--max_samples", "null", "--batch_size", "1",
                "--max_new_tokens", "256", "--progress", "false"]  # fmt: skip
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: SIGINT handled by default (a test before may have left pytest, and so
+    # its children, ignoring it; Python then never raises KeyboardInterrupt).
+    def like_a_terminal() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=like_a_terminal)  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (out.is_file() and out.read_text().count("\n")):
         time.sleep(0.1)
