@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medvl.data.manifest import write_manifest
-from medvl.eval.stage_table import StageTable, stage_table
+from medvl.eval.stage_table import StageTable, stage_table, stage_tables_by_type
 from medvl.experiments import (
     answer_own_and_swapped,
     chest_samples,
@@ -44,12 +45,14 @@ class StagesResult:
 
     Attributes:
         table: Base, SFT and GRPO on the held-out questions, and GRPO − SFT.
+        by_type: The same for each answer type of the held-out questions.
         sft: SFT's ``final/`` folder.
         grpo: GRPO's ``final/`` folder.
         seconds: Wall time of each stage (``data``, ``sft``, ``grpo``, ``eval``).
     """
 
     table: StageTable
+    by_type: dict[str, StageTable]
     sft: Path
     grpo: Path
     seconds: dict[str, float] = field(default_factory=dict)
@@ -66,6 +69,11 @@ def run_sft_then_grpo(
     grpo_lr: float = 3e-4,
     num_generations: int = 8,
     grpo_batch_size: int = 4,
+    types: Sequence[str] = ("closed",),
+    question: str = "nodule",
+    rewards: Sequence[str] = ("accuracy",),
+    heads: Sequence[str] = (),
+    max_new_tokens: int = 16,
     model: str = "tiny:qwen2_5_vl-tiny",
     seed: int = 0,
     progress: bool = False,
@@ -84,6 +92,13 @@ def run_sft_then_grpo(
         grpo_lr: GRPO's learning rate.
         num_generations: G, answers sampled per question.
         grpo_batch_size: Questions per GRPO step.
+        types: Answer types asked (`medvl.data.phantom_samples`: ``closed``, ``choice``,
+            ``severity``, ``grounding``).
+        question: Keep the questions whose text holds this word (``""``: all).
+        rewards: GRPO's rewards (`medvl.train.grpo_config.REWARD_NAMES`).
+        heads: Grounding heads SFT trains (``["box"]``; GRPO keeps them).
+        max_new_tokens: Token budget of GRPO's completions and of every answer (a box as text
+            needs ~40).
         model: The start model (``tiny:<family>-<size>`` or a folder).
         seed: Seeds the cases, both trainings, the swap and the answers.
         progress: Show tqdm bars.
@@ -102,7 +117,7 @@ def run_sft_then_grpo(
         clock = now
 
     data = folder / "data"
-    kept = {"types": ("closed",), "question": "nodule", "progress": progress}
+    kept = {"types": tuple(types), "question": question, "progress": progress}
     train = chest_samples(data, n_train, 2 * seed + 1, difficulty, split="train", **kept)
     test = chest_samples(data, n_test, 2 * seed + 2, difficulty, split="test", **kept)
     train_path = write_manifest(data / "train.jsonl", train)
@@ -110,18 +125,20 @@ def run_sft_then_grpo(
     lap("data")
 
     base = answer_own_and_swapped(folder / "base", model, test_path, names=("base", None),
-                                  seed=seed, progress=progress)  # fmt: skip
+                                  max_new_tokens=max_new_tokens, seed=seed,
+                                  progress=progress)  # fmt: skip
     lap("eval")
     sft = train_and_answer(folder / "sft_stage", train_path, test_path, model, sft_steps,
-                           lr=sft_lr, warmup_steps=20, seed=seed, progress=progress)  # fmt: skip
+                           lr=sft_lr, warmup_steps=20, seed=seed, progress=progress,
+                           heads=heads, max_new_tokens=max_new_tokens)  # fmt: skip
     sft_final = folder / "sft_stage" / "sft" / "final"
     lap("sft")
 
     config = GRPOConfig(
         model=str(sft_final), train_manifest=str(train_path), output_dir=str(folder / "grpo"),
-        rewards=["accuracy"], lr=grpo_lr, lr_scheduler="constant", warmup_steps=0,
+        rewards=list(rewards), lr=grpo_lr, lr_scheduler="constant", warmup_steps=0,
         max_steps=grpo_steps, batch_size=grpo_batch_size, num_generations=num_generations,
-        max_new_tokens=16, beta=0.0, save_every=None, report_to="none", seed=seed,
+        max_new_tokens=max_new_tokens, beta=0.0, save_every=None, report_to="none", seed=seed,
         progress=progress, log_every=50, dataset=DatasetConfig(cache="memory"),
     )  # fmt: skip
     trainer = GRPOTrainer(config)
@@ -129,11 +146,11 @@ def run_sft_then_grpo(
     tuned = trainer.accelerator.unwrap_model(trainer.model).eval()
     lap("grpo")
     grpo = answer_own_and_swapped(folder / "grpo_eval", grpo_final, test_path, seed=seed,
-                                  progress=progress, model=tuned)  # fmt: skip
+                                  max_new_tokens=max_new_tokens, progress=progress,
+                                  model=tuned)  # fmt: skip
     lap("eval")
-    table = stage_table(
-        {"base": (base["base"], None), "sft": (sft["own"], sft["swapped"]),
-         "grpo": (grpo["own"], grpo["swapped"])},
-        train, test, compare=("grpo", "sft"), seed=seed,
-    )  # fmt: skip
-    return StagesResult(table, sft_final, Path(grpo_final), seconds)
+    stages = {"base": (base["base"], None), "sft": (sft["own"], sft["swapped"]),
+              "grpo": (grpo["own"], grpo["swapped"])}  # fmt: skip
+    table = stage_table(stages, train, test, compare=("grpo", "sft"), seed=seed)
+    by_type = stage_tables_by_type(stages, train, test, compare=("grpo", "sft"), seed=seed)
+    return StagesResult(table, by_type, sft_final, Path(grpo_final), seconds)

@@ -3,7 +3,7 @@
 import pytest
 
 from medvl.data.sample import Sample
-from medvl.eval.stage_table import stage_table
+from medvl.eval.stage_table import stage_table, stage_tables_by_type
 
 
 def _sample(i: int, answer: str) -> Sample:
@@ -52,3 +52,34 @@ def test_stages_must_answer_the_same_questions() -> None:
                     TRAIN, TEST)  # fmt: skip
     with pytest.raises(ValueError, match="unknown stages"):
         stage_table({"sft": (_rows([True] * 40), None)}, TRAIN, TEST, compare=("rl", "sft"))
+
+
+def _box_sample(i: int, box: list[float]) -> Sample:
+    return Sample(id=f"g{i}", image=f"g{i}.png", question="Locate the nodule.", answer="box",
+                  answer_type="grounding", modality="X-ray", anatomy="chest", box=box)  # fmt: skip
+
+
+def test_grounding_rows_give_iou_its_gain_and_the_mean_box_baseline() -> None:
+    # Boxes alternate between two places, so the training mean box overlaps neither well.
+    places = [[0.0, 0.0, 0.4, 0.4], [0.6, 0.6, 1.0, 1.0]]
+    train = [_box_sample(100 + i, places[i % 2]) for i in range(20)]
+    test = [_box_sample(i, places[i % 2]) for i in range(20)] + TEST[:20]
+    closed = _rows([i < 10 for i in range(20)])
+    sft = [{"id": f"g{i}", "correct": False, "well_formed": True, "iou": 0.2} for i in range(20)]
+    grpo = [{"id": f"g{i}", "correct": i < 15, "well_formed": True, "iou": 0.6 if i < 15 else 0.1}
+            for i in range(20)]  # fmt: skip
+    stages = {"sft": (sft + closed, None), "grpo": (grpo + closed, None)}
+    table = stage_table(stages, train + TRAIN, test, compare=("grpo", "sft"))
+    assert table.row("sft").mean_iou.estimate == pytest.approx(0.2)
+    assert table.row("grpo").mean_iou.estimate == pytest.approx((15 * 0.6 + 5 * 0.1) / 20)
+    assert table.iou_gain.difference == pytest.approx(0.475 - 0.2) and table.iou_gain.low > 0
+    assert table.mean_box_iou < 0.2  # the mean of two far-apart boxes
+    assert "mean IoU [95% CI]" in table.to_markdown() and "grpo − sft, IoU: +0.275" in (
+        table.to_markdown())
+
+    by_type = stage_tables_by_type(stages, train + TRAIN, test, compare=("grpo", "sft"))
+    assert list(by_type) == ["grounding", "closed"]
+    assert by_type["grounding"].row("grpo").accuracy.estimate == pytest.approx(0.75)
+    assert by_type["grounding"].prior == 0.0  # the mean box never reaches IoU 0.5
+    assert by_type["closed"].row("grpo").mean_iou is None and by_type["closed"].iou_gain is None
+    assert by_type["closed"].gain.difference == 0 and by_type["closed"].row("sft").accuracy.n == 20
