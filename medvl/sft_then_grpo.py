@@ -10,7 +10,8 @@ a pulmonary nodule" at a difficulty level (`medvl.scans.phantoms.chest.DIFFICULT
 4. the base model, SFT and GRPO answer the held-out questions, SFT and GRPO also about swapped
    scans (a model that reads the scan drops to chance there);
 5. `medvl.eval.stage_table.stage_table`: each stage's accuracy with its CI, and GRPO − SFT with
-   a paired bootstrap CI and McNemar's test.
+   a paired bootstrap CI and McNemar's test, overall and per answer type (with the mean IoU of
+   grounding questions); the evaluation report of the three stages.
 
 Example:
     >>> result = run_sft_then_grpo("runs/proof")
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medvl.data.manifest import write_manifest
+from medvl.eval.report import make_report
 from medvl.eval.stage_table import StageTable, stage_table, stage_tables_by_type
 from medvl.experiments import (
     answer_own_and_swapped,
@@ -48,6 +50,8 @@ class StagesResult:
         by_type: The same for each answer type of the held-out questions.
         sft: SFT's ``final/`` folder.
         grpo: GRPO's ``final/`` folder.
+        report: ``report.md`` of the three stages (``report.html`` beside it), SFT first: its
+            paired comparisons are GRPO − SFT and base − SFT.
         seconds: Wall time of each stage (``data``, ``sft``, ``grpo``, ``eval``).
     """
 
@@ -55,6 +59,7 @@ class StagesResult:
     by_type: dict[str, StageTable]
     sft: Path
     grpo: Path
+    report: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -153,4 +158,9 @@ def run_sft_then_grpo(
               "grpo": (grpo["own"], grpo["swapped"])}  # fmt: skip
     table = stage_table(stages, train, test, compare=("grpo", "sft"), seed=seed)
     by_type = stage_tables_by_type(stages, train, test, compare=("grpo", "sft"), seed=seed)
-    return StagesResult(table, by_type, sft_final, Path(grpo_final), seconds)
+    files = [folder / "sft_stage" / "predictions_own.jsonl",
+             folder / "grpo_eval" / "predictions_own.jsonl",
+             folder / "base" / "predictions_base.jsonl"]  # fmt: skip
+    report = make_report(files, folder / "report", names=["sft", "grpo", "base"])
+    lap("eval")
+    return StagesResult(table, by_type, sft_final, Path(grpo_final), report, seconds)

@@ -53,6 +53,9 @@ class EvalConfig(YamlConfig):
             ``judge`` (an LLM over an OpenAI-compatible endpoint named by
             ``$MEDVL_JUDGE_BASE_URL`` / ``$MEDVL_JUDGE_MODEL``, `medvl.eval.judge`) or ``none``
             (no reasoning scores).
+        judge_model: With ``reasoning_matcher: judge``, a local model that judges in this
+            process (a Qwen-VL folder or medvl checkpoint, `medvl.eval.judge.local_chat`)
+            instead of the endpoint.
         reasoning_threshold: The matcher's similarity threshold (None: its calibrated default).
         force: Append to predictions made with other generation settings (see
             `GENERATION_SETTINGS`); without it such a rerun is refused.
@@ -77,6 +80,7 @@ class EvalConfig(YamlConfig):
     seed: int = 0
     progress: bool = True
     reasoning_matcher: str = "embedding"
+    judge_model: str | None = None
     reasoning_threshold: float | None = None
     force: bool = False
 
@@ -106,6 +110,9 @@ class EvalConfig(YamlConfig):
             raise ValueError("model_name names one model; with models each is named by its path")
         if not self.manifest:
             raise ValueError("manifest is required")
+        if self.judge_model and self.reasoning_matcher != "judge":
+            raise ValueError("judge_model is used by reasoning_matcher: judge only, got "
+                             f"reasoning_matcher {self.reasoning_matcher!r}")  # fmt: skip
         for name in ("batch_size", "max_new_tokens", "n_frames"):
             value = getattr(self, name)
             if value is not None and value < 1:

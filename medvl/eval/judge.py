@@ -11,6 +11,13 @@ which reference steps, and turns its JSON reply into the 0/1 similarity matrix t
     export MEDVL_JUDGE_API_KEY=...            # if the server wants one
     medvl eval --config configs/eval_tiny.yaml --reasoning_matcher judge
 
+Or a model in this process, with no server at all (`local_chat`; ``judge_model`` in
+`medvl.eval.runner.EvalConfig`): any Qwen-VL folder, or a medvl checkpoint, answers the same
+prompt text-only::
+
+    medvl eval --config configs/eval_tiny.yaml --reasoning_matcher judge \
+        --judge_model /models/Qwen2.5-VL-7B-Instruct
+
 Only the steps' text is sent, never an image or a path. Replies are cached per (generated,
 reference) pair of lists, so a rerun of the same text costs nothing.
 """
@@ -24,10 +31,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["JudgeError", "JudgeMatcher", "openai_chat"]
+__all__ = ["JudgeError", "JudgeMatcher", "local_chat", "openai_chat"]
 
 ENV_BASE_URL = "MEDVL_JUDGE_BASE_URL"
 ENV_MODEL = "MEDVL_JUDGE_MODEL"
@@ -101,6 +109,49 @@ def openai_chat(
                 raise JudgeError(f"judge at {url} sent no chat completion: {e!r}") from e
             time.sleep(2**attempt)
         raise AssertionError("unreachable")
+
+    return complete
+
+
+def local_chat(
+    model: Any, max_new_tokens: int = 256, device: str = "cpu"
+) -> Callable[[str, str], str]:
+    """A judge in this process: ``complete(system, user)`` answered by a local model, text only.
+
+    Decoding is greedy, so a judge gives the same verdict on every rerun.
+
+    Args:
+        model: A loaded `medvl.model.MedVLM`, or what `MedVLM.from_pretrained` takes (a
+            Qwen-VL folder, a medvl checkpoint, ``tiny:<family>-<size>``).
+        max_new_tokens: Longest reply (a JSON list of pairs is short).
+        device: Where a model named by path is loaded.
+
+    Raises:
+        JudgeError: The model cannot be loaded (its path and the reason named).
+    """
+    import torch
+
+    from medvl.model import MedVLM
+
+    if not isinstance(model, MedVLM):
+        try:
+            model = MedVLM.from_pretrained(model, device=device)
+        except (OSError, ValueError) as e:
+            raise JudgeError(f"cannot load the judge model {model}: {e}") from e
+    model.eval()
+    tokenizer = model.tokenizer
+
+    def complete(system: str, user: str) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)  # fmt: skip
+        prompt = ids["input_ids"].to(model.device)
+        with torch.inference_mode():
+            out = model.model.generate(
+                input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+            )  # fmt: skip
+        return tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
 
     return complete
 

@@ -83,14 +83,17 @@ logger = logging.getLogger(__name__)
 
 def load_eval_model(config: EvalConfig) -> Any:
     """The `MedVLM` that ``config.model`` names (``tiny:<family>-<size>`` built on first use)."""
-    import torch
-
     from medvl.model.medvlm import MedVLM
 
-    device = config.device
+    return MedVLM.from_pretrained(config.model, dtype=config.dtype, device=_device(config.device))
+
+
+def _device(device: str) -> str:
+    import torch
+
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MedVLM.from_pretrained(config.model, dtype=config.dtype, device=device)
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _seed(seed: int) -> None:
@@ -112,9 +115,11 @@ def _matcher(config: EvalConfig) -> Any:
     if config.reasoning_matcher == "none":
         return None
     if config.reasoning_matcher == "judge":
-        from medvl.eval.judge import JudgeMatcher
+        from medvl.eval.judge import JudgeMatcher, local_chat
 
-        return JudgeMatcher()
+        if config.judge_model is None:
+            return JudgeMatcher()
+        return JudgeMatcher(local_chat(config.judge_model, device=_device(config.device)))
     from medvl.eval.reasoning import DEFAULT_THRESHOLD, EmbeddingMatcher
 
     threshold = config.reasoning_threshold

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from medvl.eval.judge import JudgeError, JudgeMatcher, openai_chat
+from medvl.eval.judge import SYSTEM, JudgeError, JudgeMatcher, local_chat, openai_chat
 from medvl.eval.reasoning import score_reasoning
 
 
@@ -114,3 +114,25 @@ def test_judge_errors_name_the_problem(server, monkeypatch):
     judge = JudgeMatcher(openai_chat(f"http://127.0.0.1:{port}/v1", "stub", retries=0))
     with pytest.raises(JudgeError, match="unreachable"):
         judge.similarity(["a"], ["b"])
+
+
+def test_a_local_model_judges_in_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDVL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(JudgeError, match="cannot load the judge model .*nowhere"):
+        local_chat(tmp_path / "nowhere")
+    complete = local_chat("tiny:qwen2_5_vl-tiny", max_new_tokens=12)
+    reply = complete(SYSTEM, "Generated steps:\n1. a nodule\nReference steps:\n1. a nodule")
+    assert isinstance(reply, str) and reply == complete(SYSTEM, "Generated steps:\n1. a nodule"
+                                                        "\nReference steps:\n1. a nodule")
+    # A random-init model writes no JSON: the matcher says so, quoting the reply.
+    with pytest.raises(JudgeError, match="is not \\{\"matches\""):
+        JudgeMatcher(complete).similarity(["a nodule"], ["a nodule"])
+
+
+def test_judge_model_needs_the_judge_matcher():
+    from medvl.eval.eval_config import EvalConfig
+
+    with pytest.raises(ValueError, match="judge_model is used by reasoning_matcher: judge"):
+        EvalConfig(model="m", manifest="x.jsonl", judge_model="/models/judge")
+    assert EvalConfig(model="m", manifest="x.jsonl", reasoning_matcher="judge",
+                      judge_model="/models/judge").judge_model == "/models/judge"  # fmt: skip
