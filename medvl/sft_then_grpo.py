@@ -77,6 +77,7 @@ def run_sft_then_grpo(
     types: Sequence[str] = ("closed",),
     question: str = "nodule",
     rewards: Sequence[str] = ("accuracy",),
+    grpo_types: Sequence[str] | None = None,
     heads: Sequence[str] = (),
     max_new_tokens: int = 16,
     model: str = "tiny:qwen2_5_vl-tiny",
@@ -101,6 +102,8 @@ def run_sft_then_grpo(
             ``severity``, ``grounding``).
         question: Keep the questions whose text holds this word (``""``: all).
         rewards: GRPO's rewards (`medvl.train.grpo_config.REWARD_NAMES`).
+        grpo_types: The answer types GRPO trains on (None: all of ``types``); every type is
+            still evaluated.
         heads: Grounding heads SFT trains (``["box"]``; GRPO keeps them).
         max_new_tokens: Token budget of GRPO's completions and of every answer (a box as text
             needs ~40).
@@ -126,6 +129,10 @@ def run_sft_then_grpo(
     train = chest_samples(data, n_train, 2 * seed + 1, difficulty, split="train", **kept)
     test = chest_samples(data, n_test, 2 * seed + 2, difficulty, split="test", **kept)
     train_path = write_manifest(data / "train.jsonl", train)
+    grpo_path = train_path
+    if grpo_types is not None:
+        grpo_train = [s for s in train if s.answer_type in set(grpo_types)]
+        grpo_path = write_manifest(data / "train_grpo.jsonl", grpo_train)
     test_path = write_manifest(data / "test.jsonl", test)
     lap("data")
 
@@ -140,7 +147,7 @@ def run_sft_then_grpo(
     lap("sft")
 
     config = GRPOConfig(
-        model=str(sft_final), train_manifest=str(train_path), output_dir=str(folder / "grpo"),
+        model=str(sft_final), train_manifest=str(grpo_path), output_dir=str(folder / "grpo"),
         rewards=list(rewards), lr=grpo_lr, lr_scheduler="constant", warmup_steps=0,
         max_steps=grpo_steps, batch_size=grpo_batch_size, num_generations=num_generations,
         max_new_tokens=max_new_tokens, beta=0.0, save_every=None, report_to="none", seed=seed,

@@ -226,8 +226,8 @@ def render_markdown(summary: dict, plots: dict[str, str]) -> str:
             for metric, label in (("accuracy", "accuracy"), ("iou", "IoU mean"),
                                   ("reasoning_f1", "reasoning F1")):  # fmt: skip
                 cmp = c.get(metric)
-                if cmp is None and metric == "reasoning_f1":
-                    continue  # no reasoning scores: no row
+                if cmp is None and metric != "accuracy":
+                    continue  # no boxes or no reasoning scores on both sides: no row
                 if cmp is None:
                     rows.append([c["model"], label, "—", "—", "—", "—", "0",
                                  str(c["common_ids"])])  # fmt: skip

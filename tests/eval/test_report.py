@@ -324,3 +324,13 @@ def test_accuracy_by_modality_and_answer_type_and_hedges(tmp_path, two_model_rep
     hedged = make_report([_write(tmp_path / "h.jsonl", rows)], tmp_path / "h")
     assert "Hedged replies (two options offered, or both yes and no; scored wrong): A 2/20." in (
         hedged.read_text())  # fmt: skip
+
+
+def test_no_iou_row_when_neither_model_has_boxes(tmp_path):
+    def closed(model: str) -> list[dict]:
+        return [r for r in _rows(model) if r["answer_type"] != "grounding"]
+
+    a = _write(tmp_path / "a.jsonl", closed("A"))
+    b = _write(tmp_path / "b.jsonl", closed("B"))
+    text = make_report([a, b], tmp_path / "out", gallery=0).read_text()
+    assert "| B | accuracy | " in text and "IoU mean |" not in text.split("## Paired")[1]
