@@ -231,7 +231,8 @@ def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_case
 
     print(f"[6/6] SFT then GRPO: the tiny Qwen2.5-VL learns 'Is there a nodule' on {cases} "
           f"chest phantoms ({sft_steps} SFT steps), then GRPO from that checkpoint with the "
-          f"accuracy reward ({grpo_steps} steps, 8 answers per question); the base model, SFT "
+          f"accuracy reward and a KL term to the SFT model ({grpo_steps} steps, 8 answers per "
+          f"question); the base model, SFT "
           f"and GRPO answer {test_cases} held-out cases, with their own scans and with other "
           "cases' scans")  # fmt: skip
     stages = run_sft_then_grpo(out, n_train=cases, n_test=test_cases, sft_steps=sft_steps,
@@ -239,6 +240,9 @@ def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_case
     table = stages.table
     print()
     print(table.to_markdown())
+    if len(stages.by_type) > 1:
+        for kind, part in stages.by_type.items():
+            print(f"\n{kind} questions:\n{part.to_markdown()}")
     print()
     sft, grpo = table.row("sft"), table.row("grpo")
     gain = table.gain
@@ -251,6 +255,8 @@ def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_case
           f"{table.chance:.2f}); GRPO − SFT {gain.difference:+.2f} [{gain.low:.2f}, "
           f"{gain.high:.2f}]: {verdict}")  # fmt: skip
     print("      seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.seconds.items()))
+    print(f"      report (base, SFT and GRPO side by side, worst cases drawn): "
+          f"{stages.report.with_suffix('.html')}")
     print(f"      GRPO checkpoint: {stages.grpo}")
     print(f"      open it in the demo (pip install -e '.[demo]' first): "
           f"medvl demo --model {stages.grpo}")  # fmt: skip

@@ -6,7 +6,8 @@ a pulmonary nodule" at a difficulty level (`medvl.scans.phantoms.chest.DIFFICULT
 
 1. training and held-out cases from different seeds (`medvl.experiments.chest_samples`);
 2. `SFTTrainer`, answer only (the tiny model's accuracy drops with reasoning, docs/learning.md);
-3. `GRPOTrainer` from SFT's ``final/`` with the accuracy reward, G completions per question;
+3. `GRPOTrainer` from SFT's ``final/`` with the accuracy reward, G completions per question and
+   a KL term to the SFT model;
 4. the base model, SFT and GRPO answer the held-out questions, SFT and GRPO also about swapped
    scans (a model that reads the scan drops to chance there);
 5. `medvl.eval.stage_table.stage_table`: each stage's accuracy with its CI, and GRPO − SFT with
@@ -74,6 +75,7 @@ def run_sft_then_grpo(
     grpo_lr: float = 3e-4,
     num_generations: int = 8,
     grpo_batch_size: int = 4,
+    beta: float = 0.04,
     types: Sequence[str] = ("closed",),
     question: str = "nodule",
     rewards: Sequence[str] = ("accuracy",),
@@ -98,6 +100,9 @@ def run_sft_then_grpo(
         grpo_lr: GRPO's learning rate.
         num_generations: G, answers sampled per question.
         grpo_batch_size: Questions per GRPO step.
+        beta: Weight of GRPO's KL term to the SFT model (a frozen copy). 0.04 rather than 0:
+            on the seeds tried it ended at least as high, and without it the policy often
+            collapses to one answer (docs/learning.md, section 3).
         types: Answer types asked (`medvl.data.phantom_samples`: ``closed``, ``choice``,
             ``severity``, ``grounding``).
         question: Keep the questions whose text holds this word (``""``: all).
@@ -150,7 +155,7 @@ def run_sft_then_grpo(
         model=str(sft_final), train_manifest=str(grpo_path), output_dir=str(folder / "grpo"),
         rewards=list(rewards), lr=grpo_lr, lr_scheduler="constant", warmup_steps=0,
         max_steps=grpo_steps, batch_size=grpo_batch_size, num_generations=num_generations,
-        max_new_tokens=max_new_tokens, beta=0.0, save_every=None, report_to="none", seed=seed,
+        max_new_tokens=max_new_tokens, beta=beta, save_every=None, report_to="none", seed=seed,
         progress=progress, log_every=50, dataset=DatasetConfig(cache="memory"),
     )  # fmt: skip
     trainer = GRPOTrainer(config)

@@ -39,6 +39,8 @@ def test_quickstart_fast_runs_every_stage_through_the_cli(tmp_path, monkeypatch,
     for stage in ("base", "sft", "grpo"):
         assert re.search(rf"^\| {stage} \| \d+ \| \d\.\d{{3}} \[", printed, re.M), stage
     assert re.search(r"grpo − sft: [+-]\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]", printed)
+    html = out / "sft_then_grpo" / "report" / "report.html"
+    assert html.is_file() and f"worst cases drawn): {html}" in printed
     grpo = out / "sft_then_grpo" / "grpo" / "final"
     assert (grpo / "model.safetensors").is_file()
     assert f"medvl demo --model {grpo}" in printed
