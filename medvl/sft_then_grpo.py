@@ -101,8 +101,9 @@ def run_sft_then_grpo(
         num_generations: G, answers sampled per question.
         grpo_batch_size: Questions per GRPO step.
         beta: Weight of GRPO's KL term to the SFT model (a frozen copy). 0.04 rather than 0:
-            on seed 0 it gave +0.171 over SFT against +0.029 without; on other seeds the
-            policy can still collapse to one answer (docs/learning.md, section 3).
+            on seed 0 it gave +0.171 over SFT against +0.029 without, on seeds 1 and 2 the
+            same +0.046 as without (the policy still collapses to one answer there;
+            docs/learning.md, section 3).
         types: Answer types asked (`medvl.data.phantom_samples`: ``closed``, ``choice``,
             ``severity``, ``grounding``).
         question: Keep the questions whose text holds this word (``""``: all).
