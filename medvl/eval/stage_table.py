@@ -171,7 +171,8 @@ def stage_table(
             raise ValueError(f"stage {name!r} answered other ids than the first stage")
     if compare is not None and (unknown := set(compare) - set(stages)):
         raise ValueError(f"compare names unknown stages {sorted(unknown)}; have {list(stages)}")
-    held_out = [s for s in test if str(s.id) in set(ids)]
+    answered = set(ids)
+    held_out = [s for s in test if str(s.id) in answered]
     grounding = sorted(str(s.id) for s in held_out if s.answer_type == "grounding")
     rows = []
     for name, (_, swapped) in stages.items():
