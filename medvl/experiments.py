@@ -35,7 +35,7 @@ from medvl.eval.learning import LearningTable, learning_table
 from medvl.eval.stats import Interval, proportion_ci
 
 __all__ = [
-    "SeeingResult", "answer_own_and_swapped", "chest_samples", "fresh_folder",
+    "SeeingResult", "answer_own_and_swapped", "fresh_folder", "phantom_samples_of",
     "run_phantom_reading", "run_seeing", "train_and_answer",
 ]  # fmt: skip
 
@@ -228,35 +228,48 @@ def run_seeing(
                         CHANCE[task], time.perf_counter() - start)  # fmt: skip
 
 
-def chest_samples(
+def phantom_samples_of(
     folder: Path, n: int, set_seed: int, difficulty: str, types: Sequence[str],
-    question: str, split: str, progress: bool = False,
+    question: str, split: str, kinds: Sequence[str] = ("chest",), progress: bool = False,
 ) -> list[Sample]:  # fmt: skip
-    """Writes ``n`` chest phantom cases under ``folder`` and returns their samples that match.
+    """Writes ``n`` phantom cases of each kind under ``folder`` and returns their samples that
+    match.
 
     Args:
         folder: Where the scans go (the manifest that lists them should sit here).
-        n: Cases; each gives several samples (one per question kind and finding).
+        n: Cases per kind; each gives several samples (one per question kind and finding).
         set_seed: Seeds the case set (`medvl.scans.phantoms.case_seed`): splits use different
             ones, so no held-out scan is a training scan.
-        difficulty: A level of `medvl.scans.phantoms.chest.DIFFICULTIES`.
+        difficulty: A level of `medvl.scans.phantoms.chest.DIFFICULTIES` for chest cases (knee
+            and fundus phantoms have one level).
         types: Answer types kept.
         question: Keep only questions whose text holds this word (``""``: all).
         split: Written in each sample's ``split``.
+        kinds: Phantom kinds among ``chest``, ``fundus`` and ``knee``, interleaved case by case.
         progress: Show a tqdm bar over the cases.
     """
     from tqdm.auto import tqdm
 
     from medvl.data.phantom_samples import phantom_samples
-    from medvl.scans.phantoms import case_seed
+    from medvl.scans.phantoms import MAKERS, case_seed
     from medvl.scans.phantoms.chest import make_chest_case
     from medvl.scans.phantoms.writers import write_case
 
+    if unknown := [k for k in kinds if k not in MAKERS]:
+        raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
+
+    def make(kind: str, seed: int):
+        return make_chest_case(seed, difficulty) if kind == "chest" else MAKERS[kind](seed)
+
     def cases():
-        for i in tqdm(range(n), desc=f"{split} phantoms", disable=not progress):
-            case = make_chest_case(case_seed(set_seed, i), difficulty)
-            write_case(case, folder)
-            yield case
+        bar = tqdm(total=n * len(kinds), desc=f"{split} phantoms", disable=not progress)
+        for i in range(n):
+            for kind in kinds:
+                case = make(kind, case_seed(set_seed, i))
+                write_case(case, folder)
+                bar.update()
+                yield case
+        bar.close()
 
     kept = []
     for s in phantom_samples(cases()):
@@ -304,8 +317,8 @@ def run_phantom_reading(
     """
     folder = fresh_folder(folder)
     data = folder / "data"
-    train = chest_samples(data, n_train, 2 * seed + 1, difficulty, types, question, "train")
-    test = chest_samples(data, n_test, 2 * seed + 2, difficulty, types, question, "test")
+    train = phantom_samples_of(data, n_train, 2 * seed + 1, difficulty, types, question, "train")
+    test = phantom_samples_of(data, n_test, 2 * seed + 2, difficulty, types, question, "test")
     train_path = write_manifest(data / "train.jsonl", train)
     test_path = write_manifest(data / "test.jsonl", test)
     rows = train_and_answer(

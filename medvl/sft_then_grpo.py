@@ -4,7 +4,7 @@ The method of MedVLM-R1 and Med-R1 (SFT or a base model, then GRPO with verifiab
 end to end through medvl's own path on chest phantoms a tiny model can learn on a CPU: "Is there
 a pulmonary nodule" at a difficulty level (`medvl.scans.phantoms.chest.DIFFICULTIES`).
 
-1. training and held-out cases from different seeds (`medvl.experiments.chest_samples`);
+1. training and held-out cases from different seeds (`medvl.experiments.phantom_samples_of`);
 2. `SFTTrainer`, answer only (the tiny model's accuracy drops with reasoning, docs/learning.md);
 3. `GRPOTrainer` from SFT's ``final/`` with the accuracy reward, G completions per question and
    a KL term to the SFT model;
@@ -34,8 +34,8 @@ from medvl.eval.report import make_report
 from medvl.eval.stage_table import StageTable, stage_table, stage_tables_by_type
 from medvl.experiments import (
     answer_own_and_swapped,
-    chest_samples,
     fresh_folder,
+    phantom_samples_of,
     train_and_answer,
 )
 
@@ -82,6 +82,7 @@ def run_sft_then_grpo(
     grpo_types: Sequence[str] | None = None,
     heads: Sequence[str] = (),
     max_new_tokens: int = 16,
+    kinds: Sequence[str] = ("chest",),
     model: str = "tiny:qwen2_5_vl-tiny",
     seed: int = 0,
     progress: bool = False,
@@ -91,8 +92,8 @@ def run_sft_then_grpo(
     Args:
         folder: Work folder: ``data/``, ``sft/``, ``grpo/`` and the prediction files.
         difficulty: Chest phantom difficulty level.
-        n_train: Training cases (about 0.6 nodule questions each).
-        n_test: Held-out cases.
+        n_train: Training cases of each kind (about 0.6 nodule questions per chest case).
+        n_test: Held-out cases of each kind.
         sft_steps: SFT optimizer steps (batch 4, 20 warm-up steps, cosine). Short enough to
             leave GRPO room: 600 steps reach ~0.6, 1,200 ~0.9 (docs/learning.md).
         sft_lr: SFT's peak learning rate.
@@ -113,6 +114,7 @@ def run_sft_then_grpo(
         heads: Grounding heads SFT trains (``["box"]``; GRPO keeps them).
         max_new_tokens: Token budget of GRPO's completions and of every answer (a box as text
             needs ~40).
+        kinds: Phantom kinds (``chest``, ``fundus``, ``knee``; knee volumes as video frames).
         model: The start model (``tiny:<family>-<size>`` or a folder).
         seed: Seeds the cases, both trainings, the swap and the answers.
         progress: Show tqdm bars.
@@ -131,9 +133,10 @@ def run_sft_then_grpo(
         clock = now
 
     data = folder / "data"
-    kept = {"types": tuple(types), "question": question, "progress": progress}
-    train = chest_samples(data, n_train, 2 * seed + 1, difficulty, split="train", **kept)
-    test = chest_samples(data, n_test, 2 * seed + 2, difficulty, split="test", **kept)
+    kept = {"types": tuple(types), "question": question, "kinds": tuple(kinds),
+            "progress": progress}  # fmt: skip
+    train = phantom_samples_of(data, n_train, 2 * seed + 1, difficulty, split="train", **kept)
+    test = phantom_samples_of(data, n_test, 2 * seed + 2, difficulty, split="test", **kept)
     train_path = write_manifest(data / "train.jsonl", train)
     grpo_path = train_path
     if grpo_types is not None:

@@ -49,7 +49,8 @@ class EvalConfig(YamlConfig):
         seed: Seeds torch/numpy/random before loading the model and answering.
         progress: Show a tqdm progress bar.
         reasoning_matcher: How reasoning steps are matched to the reference's:
-            ``embedding`` (offline sentence embeddings, `medvl.eval.reasoning.EmbeddingMatcher`),
+            ``embedding`` (offline sentence embeddings,
+            `medvl.eval.reasoning_matcher.EmbeddingMatcher`),
             ``judge`` (an LLM over an OpenAI-compatible endpoint named by
             ``$MEDVL_JUDGE_BASE_URL`` / ``$MEDVL_JUDGE_MODEL``, `medvl.eval.judge`) or ``none``
             (no reasoning scores).

@@ -120,7 +120,7 @@ def _matcher(config: EvalConfig) -> Any:
         if config.judge_model is None:
             return JudgeMatcher()
         return JudgeMatcher(local_chat(config.judge_model, device=_device(config.device)))
-    from medvl.eval.reasoning import DEFAULT_THRESHOLD, EmbeddingMatcher
+    from medvl.eval.reasoning_matcher import DEFAULT_THRESHOLD, EmbeddingMatcher
 
     threshold = config.reasoning_threshold
     return EmbeddingMatcher(threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
