@@ -356,16 +356,45 @@ class GRPOTrainer(Trainer):
         self.optimizer.zero_grad()
         return grad_norm
 
-    def step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    def step(
+        self, items: Sequence[Mapping[str, Any]], more: Iterator[Sequence[Any]] | None = None
+    ) -> dict[str, float]:
         """One step on a batch of prompts: rollouts, then ``num_iterations`` optimizer
-        updates on them; returns the logged values (averaged over the updates)."""
-        with vision_once(self.vlm.model):
-            return self._step(items)
+        updates on them; returns the logged values (averaged over the updates).
 
-    def _step(self, items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        With ``config.dynamic_sampling``, further batches come from ``more`` to replace
+        groups whose rewards are all equal."""
+        with vision_once(self.vlm.model):
+            return self._step(items, more)
+
+    def _informative_rollouts(
+        self, items: Sequence[Mapping[str, Any]], more: Iterator[Sequence[Any]] | None
+    ) -> tuple[list[Rollout], int]:
+        """Rollouts of ``items``; with dynamic sampling, groups without reward spread are
+        replaced by those of further batches, at most ``dynamic_sampling`` of them. Returns
+        the rollouts (as many as ``items``) and the number of groups rolled out."""
+        rollouts = [self.rollout(item) for item in items]
+        draws, drawn = 0, len(rollouts)
+        if not self.config.dynamic_sampling or more is None:
+            return rollouts, drawn
+        kept = [r for r in rollouts if _has_spread(r)]
+        flat = [r for r in rollouts if not _has_spread(r)]
+        while len(kept) < len(items) and draws < self.config.dynamic_sampling:
+            draws += 1
+            for item in next(more):
+                rollout = self.rollout(item)
+                drawn += 1
+                (kept if _has_spread(rollout) else flat).append(rollout)
+        # Short of informative groups after every draw: flat ones fill the batch (with a KL
+        # term they still pull towards the reference).
+        return (kept + flat)[: len(items)], drawn
+
+    def _step(
+        self, items: Sequence[Mapping[str, Any]], more: Iterator[Sequence[Any]] | None = None
+    ) -> dict[str, float]:
         acc, cfg = self.accelerator, self.config
         started = time.perf_counter()
-        rollouts = [self.rollout(item) for item in items]
+        rollouts, drawn = self._informative_rollouts(items, more)
         rewards = torch.stack([r.rewards for r in rollouts])
         for r, adv in zip(rollouts, group_advantages(rewards, cfg.scale_rewards), strict=True):
             r.advantages = adv
@@ -402,6 +431,8 @@ class GRPOTrainer(Trainer):
             "reward_std": float(rewards.std(dim=1).mean()),
             "completion_length": float(lengths.mean()),
             "truncated": float(torch.cat([r.truncated for r in rollouts]).float().mean()),
+            "groups_with_spread": sum(_has_spread(r) for r in rollouts) / len(rollouts),
+            "groups_drawn": float(drawn),
             "lr": float(self.scheduler.get_last_lr()[0]),
             "step_time": elapsed,
             "tokens_per_s": float(lengths.sum()) / elapsed,
@@ -432,31 +463,28 @@ class GRPOTrainer(Trainer):
             disable=not (acc.is_main_process and cfg.progress), dynamic_ncols=True,
         )  # fmt: skip
         self.model.train()
+        batches = self._batches()
         while st.global_step < cfg.max_steps:
-            self.train_loader.set_epoch(st.epoch)
-            loader = self.train_loader
-            if st.batches_in_epoch:
-                loader = acc.skip_first_batches(self.train_loader, st.batches_in_epoch)
-            for items in loader:
-                record = self.step(items)
-                st.batches_in_epoch += 1
-                st.global_step += 1
-                bar.update(1)
-                if st.global_step % cfg.log_every == 0 or st.global_step == cfg.max_steps:
-                    self._record({"step": st.global_step, **record})
-                    bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.4f}")
-                if st.global_step >= cfg.max_steps:
-                    break
-                if cfg.save_every and st.global_step % cfg.save_every == 0:
-                    self.save_checkpoint()
-            else:
-                st.epoch, st.batches_in_epoch = st.epoch + 1, 0
+            record = self.step(next(batches), more=batches)
+            st.global_step += 1
+            bar.update(1)
+            if st.global_step % cfg.log_every == 0 or st.global_step == cfg.max_steps:
+                self._record({"step": st.global_step, **record})
+                bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.4f}")
+            if st.global_step < cfg.max_steps and cfg.save_every \
+                    and st.global_step % cfg.save_every == 0:  # fmt: skip
+                self.save_checkpoint()
         bar.close()
         if self._saved_step != st.global_step:
             self.save_checkpoint()
         final = self.save_final()
         acc.end_training()
         return final
+
+
+def _has_spread(rollout: Rollout) -> bool:
+    """Whether a group's rewards differ (else its advantages are all 0)."""
+    return bool((rollout.rewards != rollout.rewards[0]).any())
 
 
 def run_grpo(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:

@@ -59,6 +59,11 @@ class GRPOConfig(TrainConfig):
             (`medvl.train.grpo_loss.entropy_shaped_advantages`; 0: off, below 1).
         mask_truncated_completions: Completions that hit ``max_new_tokens`` without ending
             take no part in the loss (DAPO); they still count in the group's advantages.
+        dynamic_sampling: DAPO's dynamic sampling: a group whose rewards are all equal has no
+            advantage to learn from, so up to this many further batches are drawn per step
+            and their groups with reward spread replace those (0: off). The step then learns
+            from ``batch_size`` informative groups when the draws find them; the batches
+            drawn count as consumed, as a resumed run sees them.
         rewards: Reward names, from ``format``, ``accuracy``, ``box_iou``, ``box_head`` (the
             box head's prediction; needs a model with a box head), ``severity``,
             ``reasoning_length`` (`medvl.train.rewards`).
@@ -86,6 +91,7 @@ class GRPOConfig(TrainConfig):
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     mask_truncated_completions: bool = False
+    dynamic_sampling: int = 0
     entropy_shaping: float = 0.0
     rewards: list[str] = field(default_factory=lambda: ["format", "accuracy", "severity"])
     reward_weights: list[float] | None = None
@@ -95,6 +101,8 @@ class GRPOConfig(TrainConfig):
         self._check_positive(max_new_tokens=self.max_new_tokens, num_iterations=self.num_iterations)
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2, got {self.num_generations}")
+        if self.dynamic_sampling < 0:
+            raise ValueError(f"dynamic_sampling must be >= 0, got {self.dynamic_sampling}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.entropy_shaping < 1:

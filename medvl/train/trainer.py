@@ -8,7 +8,7 @@ checkpoints, the final model and exact resume. Each trainer adds its data and it
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,23 @@ class Trainer:
         self.max_steps = self.state.max_steps = max_steps
         self._updates_per_step = updates_per_step
         self.scheduler = self.accelerator.prepare(self._scheduler(self.optimizer))
+
+    def _batches(self) -> Iterator[Any]:
+        """Training batches without end, epoch after epoch, from where the state says.
+
+        ``state.batches_in_epoch`` counts a batch as it is handed out, so a checkpoint saved
+        after the step that used it resumes at the next one (`accelerate`'s
+        ``skip_first_batches``)."""
+        st, acc = self.state, self.accelerator
+        while True:
+            self.train_loader.set_epoch(st.epoch)
+            loader = self.train_loader
+            if st.batches_in_epoch:
+                loader = acc.skip_first_batches(self.train_loader, st.batches_in_epoch)
+            for batch in loader:
+                st.batches_in_epoch += 1
+                yield batch
+            st.epoch, st.batches_in_epoch = st.epoch + 1, 0
 
     def _param_groups(self, model: Any) -> list[dict[str, Any]]:
         params = [p for p in model.trainable_parameters() if p.requires_grad]

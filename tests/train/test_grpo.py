@@ -93,6 +93,34 @@ def test_equal_rewards_give_zero_gradient(manifest, tiny_model_path, tmp_path) -
     assert all(p.grad is None or not p.grad.any() for p in params)
 
 
+def only_grounding_varies(completions, completion_ids, answer_type, **kwargs) -> list[float]:
+    """Spread for the grounding question only; every other group's rewards are all equal."""
+    spread = low_ids(completions, completion_ids)
+    return [v if t == "grounding" else 1.0 for v, t in zip(spread, answer_type, strict=True)]
+
+
+@pytest.mark.parametrize("draws", [0, 12])
+def test_dynamic_sampling_replaces_groups_without_spread(manifest, tiny_model_path, tmp_path,
+                                                         draws):  # fmt: skip
+    """One grounding question among six: without dynamic sampling most steps hold a flat
+    group; with it every step learns from the grounding group, drawn from further batches
+    that the run's state counts as consumed."""
+    out = tmp_path / "run"
+    config = make_config(manifest, tiny_model_path("qwen2_5_vl"), out, batch_size=1,
+                         max_steps=3, log_every=1, dynamic_sampling=draws)  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[only_grounding_varies])
+    trainer.train()
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    spread = [r["groups_with_spread"] for r in log]
+    drawn = sum(r["groups_drawn"] for r in log)
+    st = trainer.state
+    assert drawn == st.epoch * len(trainer.train_dataset) + st.batches_in_epoch
+    if draws:
+        assert spread == [1.0, 1.0, 1.0] and drawn > 3
+    else:
+        assert 0.0 in spread and drawn == 3
+
+
 def test_second_update_on_the_same_rollouts_is_clipped(manifest, tiny_model_path, tmp_path):
     """μ = 2: the second update sees a ratio away from 1 and a tight clip binds; μ = 1 never
     clips. The optimizer and the schedule step μ times per step."""
