@@ -247,8 +247,8 @@ def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_case
     sft, grpo = table.row("sft"), table.row("grpo")
     gain = table.gain
     verdict = (
-        "GRPO beats SFT (the CI of the difference is above 0)" if table.gain_is_real
-        else "GRPO's gain over SFT is not shown (the CI of the difference holds 0)"
+        "GRPO beats SFT (the CI of the difference is above 0, GRPO's above the prior)"
+        if table.gain_is_real else "GRPO's gain over SFT is not shown"
     )  # fmt: skip
     print(f"done: SFT {sft.accuracy.estimate:.2f}, GRPO {grpo.accuracy.estimate:.2f} with their "
           f"own scans, {grpo.swapped.estimate:.2f} with swapped scans (chance "

@@ -93,8 +93,21 @@ class StageTable:
 
     @property
     def gain_is_real(self) -> bool:
-        """The lower end of the 95% CI of the accuracy gain, or of the IoU gain, is above 0."""
-        return any(g is not None and g.low > 0 for g in (self.gain, self.iou_gain))
+        """The later stage is better, and better than a model that ignores the scan.
+
+        True when the lower end of the 95% CI of the accuracy gain is above 0 and that of the
+        later stage's accuracy above the prior, or the same for the IoU gain with the later
+        stage's mean IoU above the training mean box's: boxes that move towards the average
+        box, or answers towards the common one, are not read from the scan.
+        """
+        if self.compared is None:
+            return False
+        later = self.row(self.compared[0])
+        if self.gain is not None and self.gain.low > 0 and later.accuracy.low > self.prior:
+            return True
+        floor = self.mean_box_iou or 0.0
+        return (self.iou_gain is not None and self.iou_gain.low > 0
+                and later.mean_iou is not None and later.mean_iou.low > floor)  # fmt: skip
 
     def to_markdown(self) -> str:
         """The table as Markdown, then the paired-difference line."""

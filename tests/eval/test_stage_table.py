@@ -83,3 +83,21 @@ def test_grounding_rows_give_iou_its_gain_and_the_mean_box_baseline() -> None:
     assert by_type["grounding"].prior == 0.0  # the mean box never reaches IoU 0.5
     assert by_type["closed"].row("grpo").mean_iou is None and by_type["closed"].iou_gain is None
     assert by_type["closed"].gain.difference == 0 and by_type["closed"].row("sft").accuracy.n == 20
+    assert by_type["grounding"].gain_is_real and not by_type["closed"].gain_is_real
+
+
+def test_boxes_moving_towards_the_mean_box_are_no_real_gain() -> None:
+    """GRPO's boxes overlap the truth more than SFT's, but no more than the training mean box
+    does without looking: the IoU gain's CI is above 0 and still no gain is claimed."""
+    box = [0.2, 0.2, 0.6, 0.6]
+    train = [_box_sample(100 + i, box) for i in range(20)]  # the mean box is the truth
+    test = [_box_sample(i, box) for i in range(20)]
+
+    def rows(iou: float) -> list[dict]:
+        return [{"id": f"g{i}", "correct": iou >= 0.5, "well_formed": True, "iou": iou + i / 1000}
+                for i in range(20)]  # fmt: skip
+
+    towards = stage_table({"sft": (rows(0.2), None), "grpo": (rows(0.4), None)}, train, test,
+                          compare=("grpo", "sft"))  # fmt: skip
+    assert towards.mean_box_iou == pytest.approx(1.0) and towards.iou_gain.low > 0.15
+    assert not towards.gain_is_real
