@@ -242,25 +242,22 @@ def _add_quickstart(commands: argparse._SubParsersAction, families: Any, sizes: 
         "quickstart", help="end-to-end tour on bundled real scans",
         description="Build the small offline model (or load --model), load the real scans that "
         "pydicom, nibabel, nilearn and scikit-image ship, ask the model about each (volumes as "
-        "video frames) and print each answer with its vision-token cost; then write phantoms, "
-        "fine-tune the model with a box head and locate findings on held-out phantoms; then SFT "
-        "a tiny model on chest phantoms, GRPO from that checkpoint, and test each stage on "
-        "held-out cases with their own and swapped scans, GRPO - SFT with a paired CI.",
+        "video frames) and print each answer with its vision-token cost; then write chest, "
+        "fundus and knee phantoms, SFT a tiny model with a box head, GRPO from that checkpoint, "
+        "and test each stage on held-out cases with their own and swapped scans: accuracy and "
+        "mean IoU per answer type, GRPO - SFT with a paired CI, the report.",
     )
     quick.add_argument("--family", choices=families, default="qwen2_5_vl")
     quick.add_argument("--size", choices=sizes, default="small")
     quick.add_argument("--model", help="a local checkpoint folder instead of the tiny model")
     quick.add_argument("--frames", type=int, default=16, help="video frames per volume (even)")
     quick.add_argument("--max-new-tokens", type=int, default=24)
-    quick.add_argument(
-        "--sft-steps", type=int, default=40, help="SFT steps on phantoms (0 skips training)"
-    )
-    quick.add_argument(
-        "--grpo-steps", type=int, default=400,
-        help="GRPO steps of part three, SFT then GRPO (0 skips it)",
-    )  # fmt: skip
+    quick.add_argument("--sft-steps", type=int, default=600,
+                       help="SFT steps on phantoms (0 skips SFT, GRPO and their evaluation)")
+    quick.add_argument("--grpo-steps", type=int, default=400,
+                       help="GRPO steps from the SFT checkpoint (0 skips them too)")
     quick.add_argument("--fast", action="store_true",
-                       help="a few minutes: part three on fewer cases and steps (no proof)")
+                       help="a few minutes: every stage on few cases and steps (no proof)")
     quick.add_argument("--out", help="folder for phantoms and the fine-tuned model (default: temp)")
     quick.set_defaults(func=_cmd_quickstart)
 

@@ -35,8 +35,8 @@ from medvl.eval.learning import LearningTable, learning_table
 from medvl.eval.stats import Interval, proportion_ci
 
 __all__ = [
-    "SeeingResult", "answer_own_and_swapped", "fresh_folder", "phantom_samples_of",
-    "run_phantom_reading", "run_seeing", "train_and_answer",
+    "PhantomQuestions", "SeeingResult", "answer_own_and_swapped", "fresh_folder",
+    "phantom_samples_of", "run_phantom_reading", "run_seeing", "train_and_answer",
 ]  # fmt: skip
 
 CHANCE = {"presence": 0.5, "quadrant": 0.25}
@@ -228,24 +228,45 @@ def run_seeing(
                         CHANCE[task], time.perf_counter() - start)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PhantomQuestions:
+    """The questions of one phantom kind that a run asks, and on how many cases.
+
+    Attributes:
+        kind: ``chest``, ``fundus`` or ``knee`` (knee volumes reach the model as video frames).
+        types: Answer types kept, among ``closed``, ``choice``, ``severity``, ``grounding``
+            and ``open`` (`medvl.data.phantom_samples`).
+        question: Keep only questions whose text holds this word (``""``: all).
+        train_cases: Training cases (each gives several samples before the filters).
+        test_cases: Held-out cases.
+    """
+
+    kind: str = "chest"
+    types: tuple[str, ...] = ("closed",)
+    question: str = ""
+    train_cases: int = 800
+    test_cases: int = 300
+
+
 def phantom_samples_of(
-    folder: Path, n: int, set_seed: int, difficulty: str, types: Sequence[str],
-    question: str, split: str, kinds: Sequence[str] = ("chest",), progress: bool = False,
-) -> list[Sample]:  # fmt: skip
-    """Writes ``n`` phantom cases of each kind under ``folder`` and returns their samples that
-    match.
+    folder: Path,
+    parts: Sequence[PhantomQuestions],
+    set_seed: int,
+    difficulty: str,
+    split: Literal["train", "test"],
+    progress: bool = False,
+) -> list[Sample]:
+    """Writes the cases of each part under ``folder`` and returns their samples that match.
 
     Args:
         folder: Where the scans go (the manifest that lists them should sit here).
-        n: Cases per kind; each gives several samples (one per question kind and finding).
+        parts: What to ask of which kind; each part draws its cases from ``set_seed``.
         set_seed: Seeds the case set (`medvl.scans.phantoms.case_seed`): splits use different
             ones, so no held-out scan is a training scan.
         difficulty: A level of `medvl.scans.phantoms.chest.DIFFICULTIES` for chest cases (knee
             and fundus phantoms have one level).
-        types: Answer types kept.
-        question: Keep only questions whose text holds this word (``""``: all).
-        split: Written in each sample's ``split``.
-        kinds: Phantom kinds among ``chest``, ``fundus`` and ``knee``, interleaved case by case.
+        split: ``train`` (each part's ``train_cases``) or ``test`` (``test_cases``); written
+            in each sample's ``split``.
         progress: Show a tqdm bar over the cases.
     """
     from tqdm.auto import tqdm
@@ -255,29 +276,25 @@ def phantom_samples_of(
     from medvl.scans.phantoms.chest import make_chest_case
     from medvl.scans.phantoms.writers import write_case
 
-    if unknown := [k for k in kinds if k not in MAKERS]:
+    if unknown := [p.kind for p in parts if p.kind not in MAKERS]:
         raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
+    counts = [p.train_cases if split == "train" else p.test_cases for p in parts]
+    bar = tqdm(total=sum(counts), desc=f"{split} phantoms", disable=not progress)
 
-    def make(kind: str, seed: int):
-        return make_chest_case(seed, difficulty) if kind == "chest" else MAKERS[kind](seed)
-
-    def cases():
-        bar = tqdm(total=n * len(kinds), desc=f"{split} phantoms", disable=not progress)
+    def cases(kind: str, n: int):
         for i in range(n):
-            for kind in kinds:
-                case = make(kind, case_seed(set_seed, i))
-                write_case(case, folder)
-                bar.update()
-                yield case
-        bar.close()
+            seed = case_seed(set_seed, i)
+            case = make_chest_case(seed, difficulty) if kind == "chest" else MAKERS[kind](seed)
+            write_case(case, folder)
+            bar.update()
+            yield case
 
     kept = []
-    for s in phantom_samples(cases()):
-        if s.answer_type not in types:
-            continue
-        if question and question not in s.question:
-            continue
-        kept.append(Sample.from_dict(s.to_dict() | {"split": split}))
+    for part, n in zip(parts, counts, strict=True):
+        for s in phantom_samples(cases(part.kind, n)):
+            if s.answer_type in part.types and (not part.question or part.question in s.question):
+                kept.append(Sample.from_dict(s.to_dict() | {"split": split}))
+    bar.close()
     return kept
 
 
@@ -317,8 +334,9 @@ def run_phantom_reading(
     """
     folder = fresh_folder(folder)
     data = folder / "data"
-    train = phantom_samples_of(data, n_train, 2 * seed + 1, difficulty, types, question, "train")
-    test = phantom_samples_of(data, n_test, 2 * seed + 2, difficulty, types, question, "test")
+    parts = [PhantomQuestions("chest", tuple(types), question, n_train, n_test)]
+    train = phantom_samples_of(data, parts, 2 * seed + 1, difficulty, "train")
+    test = phantom_samples_of(data, parts, 2 * seed + 2, difficulty, "test")
     train_path = write_manifest(data / "train.jsonl", train)
     test_path = write_manifest(data / "test.jsonl", test)
     rows = train_and_answer(

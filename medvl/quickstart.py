@@ -1,17 +1,18 @@
-"""The quickstart: a small offline model looks at real scans, then learns from phantoms.
+"""The quickstart: a small offline model looks at real scans, then the whole method on phantoms.
 
 Run it with ``make quickstart`` (fresh clone) or ``medvl quickstart``. Part one builds the
 ``small`` random-init model (or loads ``--model`` from a folder: the same code path a real
 Qwen2.5-VL-3B takes), loads each bundled real scan through ``medvl.scans.load_scan``, shows 2D
 scans as one image and volumes as video frames, and prints the answer and how many vision tokens
-each scan cost; the model is untrained, so those answers are noise. Part two writes synthetic
-phantoms with known lesions, fine-tunes the model with a box head for a few dozen SFT steps,
-evaluates it on held-out phantoms (resumable predictions, scored) and writes a report with
-confidence intervals and plots. Part three shows the method rather than a bare accuracy: the
-tiny Qwen2.5-VL is fine-tuned by SFT on "Is there a nodule" over chest phantoms at the easiest
-difficulty, then by GRPO from the SFT checkpoint with the accuracy reward; the base model, SFT
-and GRPO answer held-out cases with their own scans and with swapped scans, and GRPO − SFT is
-tested on the same questions (`medvl.sft_then_grpo`; docs/learning.md, section 3).
+each scan cost; the model is untrained, so those answers are noise. Part two is the method of
+MedVLM-R1 end to end (`medvl.sft_then_grpo`): phantoms of all three kinds with known findings
+(training and held-out cases from different seeds), SFT of the tiny Qwen2.5-VL with a box head
+("Is there a pulmonary nodule" on chest X-rays, where is the lesion on fundus photographs and
+knee MRI volumes), GRPO from the SFT checkpoint with verifiable rewards, and the base model, SFT
+and GRPO on the held-out cases with their own and with swapped scans: accuracy and mean IoU per
+answer type with 95% CIs beside chance, the prior and the training mean box, GRPO − SFT with a
+paired bootstrap CI and McNemar's test, and the report of the three stages (docs/learning.md,
+section 3).
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from typing import Any
 import torch
 
 from medvl.data import read_manifest
-from medvl.data.dataset import DatasetConfig
-from medvl.data.phantom_samples import generate_phantom_dataset
-from medvl.eval import evaluate, make_report, read_predictions, summarize
-from medvl.eval.runner import EvalConfig
+from medvl.eval.predictions import read_predictions
+from medvl.experiments import PhantomQuestions
 from medvl.model import load_vlm
 from medvl.model.generate import ask
 from medvl.model.tiny import build_tiny_model
@@ -53,8 +52,25 @@ LOAD_OPTIONS = {
     "retina": {"modality": "OP"},
 }
 
-FAST = {"sft_steps": 8, "grpo_steps": 4, "proof_sft_steps": 8, "proof_cases": 24,
-        "proof_test_cases": 12}  # fmt: skip
+PHANTOMS = (
+    PhantomQuestions("chest", ("closed",), "nodule", train_cases=800, test_cases=300),
+    PhantomQuestions("fundus", ("grounding",), train_cases=80, test_cases=30),
+    PhantomQuestions("knee", ("grounding",), train_cases=80, test_cases=30),
+)
+"""Part two's questions: "Is there a pulmonary nodule" on easiest-level chest X-rays (the
+question the tiny model learns to read, docs/learning.md), and the lesion's box on fundus
+photographs and knee MRI volumes, answered by the box head."""
+
+GRPO = {"rewards": ("format", "accuracy"), "grpo_types": ("closed",), "beta": 0.04,
+        "dynamic_sampling": 4}  # fmt: skip
+"""Part two's GRPO settings (`medvl.sft_then_grpo.run_sft_then_grpo`); what else was tried and
+what each gave: docs/learning.md, section 3."""
+
+FAST = {"sft_steps": 8, "grpo_steps": 2, "phantoms": (
+    PhantomQuestions("chest", ("closed",), "nodule", train_cases=24, test_cases=12),
+    PhantomQuestions("fundus", ("grounding",), train_cases=4, test_cases=2),
+    PhantomQuestions("knee", ("grounding",), train_cases=4, test_cases=2),
+)}  # fmt: skip
 """``medvl quickstart --fast``: every stage runs, on too little to learn (a few minutes)."""
 
 
@@ -70,18 +86,11 @@ class QuickstartResult:
     Attributes:
         scans: one dict per bundled real scan: name, modality, shape, vision_tokens, answer,
             seconds.
-        losses: the SFT loss at each logged step.
-        grounding: one dict per held-out grounding question: id, anatomy, box, truth, iou.
-        checkpoint: the fine-tuned model's folder.
-        report: the evaluation report (``report.md``) of the fine-tuned model.
-        stages: part three's `medvl.sft_then_grpo.StagesResult` (base, SFT, GRPO; GRPO − SFT).
+        stages: part two's `medvl.sft_then_grpo.StagesResult` (base, SFT, GRPO; GRPO − SFT;
+            the checkpoints and the report), or None when it was skipped.
     """
 
     scans: list[dict] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    grounding: list[dict] = field(default_factory=list)
-    checkpoint: Path | None = None
-    report: Path | None = None
     stages: Any = None
 
 
@@ -91,56 +100,48 @@ def run_quickstart(
     n_frames: int = 16,
     max_new_tokens: int = 24,
     model_path: str | Path | None = None,
-    sft_steps: int = 40,
     out_dir: str | Path | None = None,
+    sft_steps: int = 600,
     grpo_steps: int = 400,
-    proof_sft_steps: int = 600,
-    proof_cases: int = 800,
-    proof_test_cases: int = 300,
+    phantoms: tuple[PhantomQuestions, ...] = PHANTOMS,
 ) -> QuickstartResult:
-    """Ask a model about each bundled real scan, then fine-tune it on phantoms and ask again.
+    """Ask a model about each bundled real scan, then run SFT and GRPO on phantoms and test both.
 
     Args:
-        family: tiny model family to build when ``model_path`` is not given.
-        size: tiny model size (``tiny`` or ``small``).
+        family: tiny model family to build when ``model_path`` is not given (part one).
+        size: tiny model size (``tiny`` or ``small``; part one).
         n_frames: video frames per volume (even).
-        max_new_tokens: generation budget per answer.
-        model_path: a local Qwen-VL checkpoint folder to use instead of a tiny model.
-        sft_steps: SFT optimizer steps on the phantoms (0 skips part two).
-        out_dir: where phantoms and the fine-tuned model go (default: a temporary folder).
-        grpo_steps: GRPO steps of part three (0 skips part three; ~7 minutes on 2 cores).
-        proof_sft_steps: SFT steps of part three, before GRPO.
-        proof_cases: training chest phantoms of part three.
-        proof_test_cases: held-out chest phantoms of part three.
+        max_new_tokens: generation budget per answer of part one.
+        model_path: a local Qwen-VL checkpoint folder to use instead of a tiny model (part one).
+        out_dir: where phantoms, checkpoints and predictions go (default: a temporary folder).
+        sft_steps: SFT steps of part two (0 skips part two).
+        grpo_steps: GRPO steps of part two, from the SFT checkpoint (0 skips part two).
+        phantoms: part two's questions and case counts.
 
     Returns:
         A :class:`QuickstartResult`.
     """
     torch.manual_seed(0)
     if model_path is None:
-        print(f"[1/6] building the {size} {family} model (offline, cached after the first run)")
+        print(f"[1/5] building the {size} {family} model (offline, cached after the first run)")
         model_path = build_tiny_model(family=family, size=size)
     result = QuickstartResult(scans=tour_real_scans(model_path, n_frames, max_new_tokens))
-    if sft_steps <= 0 and grpo_steps <= 0:
+    if sft_steps <= 0 or grpo_steps <= 0:
         return result
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="medvl-quickstart-"))
-    if sft_steps > 0:
-        teach_on_phantoms(model_path, out, sft_steps, result)
-    if grpo_steps > 0:
-        result.stages = prove_grpo(out / "sft_then_grpo", proof_sft_steps, grpo_steps,
-                                   proof_cases, proof_test_cases)  # fmt: skip
+    result.stages = method_on_phantoms(out / "sft_then_grpo", sft_steps, grpo_steps, phantoms)
     return result
 
 
 def tour_real_scans(model_path: str | Path, n_frames: int, max_new_tokens: int) -> list[dict]:
     """Part one: the model answers one question about each bundled real scan."""
-    print(f"[2/6] loading {model_path}")
+    print(f"[2/5] loading {model_path}")
     model, processor = load_vlm(model_path, dtype=torch.float32, device="cpu")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"      {type(model).__name__}: {n_params / 1e6:.2f} M parameters")
 
     scans = example_scans()
-    print(f"[3/6] asking about {len(scans)} bundled real scans")
+    print(f"[3/5] asking about {len(scans)} bundled real scans")
     rows = []
     for name, path in scans.items():
         try:
@@ -178,82 +179,50 @@ def tour_real_scans(model_path: str | Path, n_frames: int, max_new_tokens: int) 
     return rows
 
 
-def teach_on_phantoms(
-    model_path: str | Path, out: Path, steps: int, result: QuickstartResult
-) -> None:
-    """Part two: SFT with a box head on phantoms, then grounding on held-out phantoms."""
-    # Imported here: the trainer pulls in accelerate and TensorBoard, which part one never needs.
-    from medvl.train.sft import SFTTrainer
-    from medvl.train.sft_config import SFTConfig
-
-    kinds = ("chest", "fundus", "knee")
-    train = generate_phantom_dataset(out / "phantoms", n=4, seed=0, modalities=kinds,
-                                     progress=False)  # fmt: skip
-    held_out = generate_phantom_dataset(out / "held_out", n=1, seed=1, modalities=kinds,
-                                        progress=False)  # fmt: skip
-    print(f"[4/6] fine-tuning for {steps} steps on {train} (LM loss + box head)")
-    config = SFTConfig(
-        model=str(model_path), train_manifest=str(train), output_dir=str(out / "sft"),
-        heads=["box"], lr=1e-3, warmup_steps=2, max_steps=steps, batch_size=2,
-        save_every=None, log_every=max(1, steps // 8), report_to="none", seed=0,
-        dataset=DatasetConfig(view="frames", n_frames=4, size=64, cache="memory"),
-    )  # fmt: skip
-    trainer = SFTTrainer(config)
-    result.checkpoint = trainer.train()
-    result.losses = [r["loss"] for r in trainer.history if "loss" in r]
-    print(f"      loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; "
-          f"saved to {result.checkpoint}")
-
-    print("[5/6] evaluating the fine-tuned model on held-out phantoms")
-    eval_config = EvalConfig(
-        model=str(result.checkpoint), manifest=str(held_out), batch_size=4, max_new_tokens=8,
-        output=str(out / "eval" / "predictions.jsonl"), progress=False,
-    )  # fmt: skip
-    predictions = evaluate(eval_config)
-    truth = {s.id: s.box for s in read_manifest(held_out)}
-    for row in read_predictions(predictions):
-        if row["answer_type"] != "grounding":
-            continue
-        print(f"  - {row['id']}: box {_fmt(row['box'])} (from the {row['box_source']}), "
-              f"truth {_fmt(truth[row['id']])}, IoU {row['iou']:.2f}")
-        result.grounding.append({"id": row["id"], "anatomy": row["anatomy"], "box": row["box"],
-                                 "truth": truth[row["id"]], "iou": row["iou"]})  # fmt: skip
-    summary = summarize(predictions)
-    result.report = make_report([predictions], out / "report")
-    print(f"      accuracy {summary['accuracy']:.2f} and mean IoU {summary['mean_iou']:.2f} on "
-          f"{summary['n']} held-out questions after {steps} steps (train longer, or start from a "
-          f"real checkpoint, for useful answers); report: {result.report}")
-
-
-def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_cases: int) -> Any:
-    """Part three: SFT, then GRPO from it; does each stage make the model better?"""
+def method_on_phantoms(
+    out: Path, sft_steps: int, grpo_steps: int, phantoms: tuple[PhantomQuestions, ...]
+) -> Any:
+    """Part two: SFT with a box head, GRPO from it, every stage on held-out phantoms."""
     from medvl.sft_then_grpo import run_sft_then_grpo
 
-    print(f"[6/6] SFT then GRPO: the tiny Qwen2.5-VL learns 'Is there a nodule' on {cases} "
-          f"chest phantoms ({sft_steps} SFT steps), then GRPO from that checkpoint with the "
-          f"accuracy reward and a KL term to the SFT model ({grpo_steps} steps, 8 answers per "
-          f"question); the base model, SFT "
-          f"and GRPO answer {test_cases} held-out cases, with their own scans and with other "
-          "cases' scans")  # fmt: skip
-    stages = run_sft_then_grpo(out, n_train=cases, n_test=test_cases, sft_steps=sft_steps,
-                               grpo_steps=grpo_steps, progress=True)  # fmt: skip
-    table = stages.table
-    print()
-    print(table.to_markdown())
-    if len(stages.by_type) > 1:
-        for kind, part in stages.by_type.items():
-            print(f"\n{kind} questions:\n{part.to_markdown()}")
-    print()
-    sft, grpo = table.row("sft"), table.row("grpo")
-    gain = table.gain
-    verdict = (
-        "GRPO beats SFT (the CI of the difference is above 0, GRPO's above the prior)"
-        if table.gain_is_real else "GRPO's gain over SFT is not shown"
+    asked = "; ".join(
+        f"{p.kind} {'/'.join(p.types)}" + (f" ({p.question})" if p.question else "")
+        + f", {p.train_cases} + {p.test_cases} cases" for p in phantoms
     )  # fmt: skip
-    print(f"done: SFT {sft.accuracy.estimate:.2f}, GRPO {grpo.accuracy.estimate:.2f} with their "
-          f"own scans, {grpo.swapped.estimate:.2f} with swapped scans (chance "
-          f"{table.chance:.2f}); GRPO − SFT {gain.difference:+.2f} [{gain.low:.2f}, "
-          f"{gain.high:.2f}]: {verdict}")  # fmt: skip
+    print(f"[4/5] the method on phantoms ({asked}; training and held-out cases from different "
+          f"seeds): SFT of the tiny Qwen2.5-VL with a box head ({sft_steps} steps), then GRPO "
+          f"from that checkpoint ({grpo_steps} steps, 8 answers per question, rewards "
+          f"{', '.join(GRPO['rewards'])} on the {'/'.join(GRPO['grpo_types'])} questions, KL "
+          "to the SFT model)")  # fmt: skip
+    stages = run_sft_then_grpo(out, phantoms, sft_steps=sft_steps, grpo_steps=grpo_steps,
+                               heads=("box",), progress=True, **GRPO)  # fmt: skip
+    print("[5/5] the base model, SFT and GRPO on the held-out cases, with their own scans and "
+          "with other cases' scans (a model that reads the scan drops to chance there)")
+    tables = stages.by_type if len(stages.by_type) > 1 else {"all": stages.table}
+    for kind, table in tables.items():
+        print(f"\n{kind} questions:\n{table.to_markdown()}")
+    print()
+    for kind, table in tables.items():
+        sft, grpo = table.row("sft"), table.row("grpo")
+        if kind == "grounding" and table.iou_gain is not None:
+            said = (f"mean IoU SFT {sft.mean_iou.estimate:.2f}, GRPO {grpo.mean_iou.estimate:.2f}"
+                    f" (training mean box {table.mean_box_iou:.2f}); GRPO − SFT "
+                    f"{_diff(table.iou_gain)}")  # fmt: skip
+        else:
+            said = (f"SFT {sft.accuracy.estimate:.2f}, GRPO {grpo.accuracy.estimate:.2f} with "
+                    f"their own scans, {grpo.swapped.estimate:.2f} with swapped scans (chance "
+                    f"{table.chance:.2f}, prior {table.prior:.2f}); GRPO − SFT "
+                    f"{_diff(table.gain)} (McNemar p = {table.mcnemar.p_value:.2g})")  # fmt: skip
+        verdict = ("GRPO beats SFT and what ignores the scan" if table.gain_is_real
+                   else "GRPO's gain over SFT is not shown")  # fmt: skip
+        print(f"{kind}: {said}: {verdict}")
+    truth = {s.id: s.box for s in read_manifest(stages.test)}
+    shown: set[str] = set()
+    for row in read_predictions(stages.predictions["grpo"]):
+        if row["answer_type"] == "grounding" and row["anatomy"] not in shown:
+            shown.add(row["anatomy"])
+            print(f"  - {row['id']}: GRPO's box {_fmt(row['box'])} (from the "
+                  f"{row['box_source']}), truth {_fmt(truth[row['id']])}, IoU {row['iou']:.2f}")
     print("      seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.seconds.items()))
     print(f"      report (base, SFT and GRPO side by side, worst cases drawn): "
           f"{stages.report.with_suffix('.html')}")
@@ -261,6 +230,10 @@ def prove_grpo(out: Path, sft_steps: int, grpo_steps: int, cases: int, test_case
     print(f"      open it in the demo (pip install -e '.[demo]' first): "
           f"medvl demo --model {stages.grpo}")  # fmt: skip
     return stages
+
+
+def _diff(d: Any) -> str:
+    return f"{d.difference:+.3f} [{d.low:.3f}, {d.high:.3f}]"
 
 
 def _fmt(box: list[float] | None) -> str:

@@ -1,13 +1,16 @@
 """SFT, then GRPO from the SFT checkpoint: does the reward make the model better than SFT did?
 
 The method of MedVLM-R1 and Med-R1 (SFT or a base model, then GRPO with verifiable rewards), run
-end to end through medvl's own path on chest phantoms a tiny model can learn on a CPU: "Is there
-a pulmonary nodule" at a difficulty level (`medvl.scans.phantoms.chest.DIFFICULTIES`).
+end to end through medvl's own path on phantoms. By default (`NODULE`) it asks the question a
+tiny model can learn on a CPU, "Is there a pulmonary nodule" on chest phantoms at a difficulty
+level (`medvl.scans.phantoms.chest.DIFFICULTIES`); ``questions`` asks others of any phantom
+kind (the quickstart adds fundus and knee grounding for the box head).
 
 1. training and held-out cases from different seeds (`medvl.experiments.phantom_samples_of`);
-2. `SFTTrainer`, answer only (the tiny model's accuracy drops with reasoning, docs/learning.md);
-3. `GRPOTrainer` from SFT's ``final/`` with the accuracy reward, G completions per question and
-   a KL term to the SFT model;
+2. `SFTTrainer`, answer only (the tiny model's accuracy drops with reasoning, docs/learning.md),
+   with the grounding heads asked for;
+3. `GRPOTrainer` from SFT's ``final/`` with the rewards asked for (accuracy by default), G
+   completions per question and a KL term to the SFT model;
 4. the base model, SFT and GRPO answer the held-out questions, SFT and GRPO also about swapped
    scans (a model that reads the scan drops to chance there);
 5. `medvl.eval.stage_table.stage_table`: each stage's accuracy with its CI, and GRPO − SFT with
@@ -33,13 +36,19 @@ from medvl.data.manifest import write_manifest
 from medvl.eval.report import make_report
 from medvl.eval.stage_table import StageTable, stage_table, stage_tables_by_type
 from medvl.experiments import (
+    PhantomQuestions,
     answer_own_and_swapped,
     fresh_folder,
     phantom_samples_of,
     train_and_answer,
 )
 
-__all__ = ["StagesResult", "run_sft_then_grpo"]
+__all__ = ["NODULE", "StagesResult", "run_sft_then_grpo"]
+
+NODULE = (PhantomQuestions("chest", ("closed",), "nodule", train_cases=800, test_cases=300),)
+"""'Is there a pulmonary nodule' on 800 training and 300 held-out chest phantoms (about 0.6
+such questions per case): the one question on which GRPO was shown to beat SFT
+(docs/learning.md, section 3)."""
 
 
 @dataclass
@@ -53,6 +62,9 @@ class StagesResult:
         grpo: GRPO's ``final/`` folder.
         report: ``report.md`` of the three stages (``report.html`` beside it), SFT first: its
             paired comparisons are GRPO − SFT and base − SFT.
+        test: The held-out manifest.
+        predictions: Each stage's prediction file on its own scans (``base``, ``sft``,
+            ``grpo``).
         seconds: Wall time of each stage (``data``, ``sft``, ``grpo``, ``eval``).
     """
 
@@ -61,14 +73,15 @@ class StagesResult:
     sft: Path
     grpo: Path
     report: Path | None = None
+    test: Path | None = None
+    predictions: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_sft_then_grpo(
     folder: str | os.PathLike,
+    questions: Sequence[PhantomQuestions] = NODULE,
     difficulty: str = "easiest",
-    n_train: int = 800,
-    n_test: int = 300,
     sft_steps: int = 600,
     sft_lr: float = 1e-3,
     grpo_steps: int = 400,
@@ -76,13 +89,11 @@ def run_sft_then_grpo(
     num_generations: int = 8,
     grpo_batch_size: int = 4,
     beta: float = 0.04,
-    types: Sequence[str] = ("closed",),
-    question: str = "nodule",
+    dynamic_sampling: int = 0,
     rewards: Sequence[str] = ("accuracy",),
     grpo_types: Sequence[str] | None = None,
     heads: Sequence[str] = (),
     max_new_tokens: int = 16,
-    kinds: Sequence[str] = ("chest",),
     model: str = "tiny:qwen2_5_vl-tiny",
     seed: int = 0,
     progress: bool = False,
@@ -91,9 +102,9 @@ def run_sft_then_grpo(
 
     Args:
         folder: Work folder: ``data/``, ``sft/``, ``grpo/`` and the prediction files.
+        questions: What is asked of which phantom kind, on how many training and held-out
+            cases (training and held-out cases come from different seeds).
         difficulty: Chest phantom difficulty level.
-        n_train: Training cases of each kind (about 0.6 nodule questions per chest case).
-        n_test: Held-out cases of each kind.
         sft_steps: SFT optimizer steps (batch 4, 20 warm-up steps, cosine). Short enough to
             leave GRPO room: 600 steps reach ~0.6, 1,200 ~0.9 (docs/learning.md).
         sft_lr: SFT's peak learning rate.
@@ -105,16 +116,14 @@ def run_sft_then_grpo(
             on seed 0 it gave +0.171 over SFT against +0.029 without, on seeds 1 and 2 the
             same +0.046 as without (the policy still collapses to one answer there;
             docs/learning.md, section 3).
-        types: Answer types asked (`medvl.data.phantom_samples`: ``closed``, ``choice``,
-            ``severity``, ``grounding``).
-        question: Keep the questions whose text holds this word (``""``: all).
+        dynamic_sampling: GRPO's further batches per step to replace groups without reward
+            spread (`medvl.train.grpo_config.GRPOConfig.dynamic_sampling`; 0: off).
         rewards: GRPO's rewards (`medvl.train.grpo_config.REWARD_NAMES`).
-        grpo_types: The answer types GRPO trains on (None: all of ``types``); every type is
-            still evaluated.
+        grpo_types: The answer types GRPO trains on (None: all that ``questions`` ask); every
+            type is still evaluated.
         heads: Grounding heads SFT trains (``["box"]``; GRPO keeps them).
         max_new_tokens: Token budget of GRPO's completions and of every answer (a box as text
             needs ~40).
-        kinds: Phantom kinds (``chest``, ``fundus``, ``knee``; knee volumes as video frames).
         model: The start model (``tiny:<family>-<size>`` or a folder).
         seed: Seeds the cases, both trainings, the swap and the answers.
         progress: Show tqdm bars.
@@ -133,10 +142,8 @@ def run_sft_then_grpo(
         clock = now
 
     data = folder / "data"
-    kept = {"types": tuple(types), "question": question, "kinds": tuple(kinds),
-            "progress": progress}  # fmt: skip
-    train = phantom_samples_of(data, n_train, 2 * seed + 1, difficulty, split="train", **kept)
-    test = phantom_samples_of(data, n_test, 2 * seed + 2, difficulty, split="test", **kept)
+    train = phantom_samples_of(data, questions, 2 * seed + 1, difficulty, "train", progress)
+    test = phantom_samples_of(data, questions, 2 * seed + 2, difficulty, "test", progress)
     train_path = write_manifest(data / "train.jsonl", train)
     grpo_path = train_path
     if grpo_types is not None:
@@ -159,8 +166,9 @@ def run_sft_then_grpo(
         model=str(sft_final), train_manifest=str(grpo_path), output_dir=str(folder / "grpo"),
         rewards=list(rewards), lr=grpo_lr, lr_scheduler="constant", warmup_steps=0,
         max_steps=grpo_steps, batch_size=grpo_batch_size, num_generations=num_generations,
-        max_new_tokens=max_new_tokens, beta=beta, save_every=None, report_to="none", seed=seed,
-        progress=progress, log_every=50, dataset=DatasetConfig(cache="memory"),
+        max_new_tokens=max_new_tokens, beta=beta, dynamic_sampling=dynamic_sampling,
+        save_every=None, report_to="none", seed=seed, progress=progress, log_every=50,
+        dataset=DatasetConfig(cache="memory"),
     )  # fmt: skip
     trainer = GRPOTrainer(config)
     grpo_final = trainer.train()
@@ -174,9 +182,10 @@ def run_sft_then_grpo(
               "grpo": (grpo["own"], grpo["swapped"])}  # fmt: skip
     table = stage_table(stages, train, test, compare=("grpo", "sft"), seed=seed)
     by_type = stage_tables_by_type(stages, train, test, compare=("grpo", "sft"), seed=seed)
-    files = [folder / "sft_stage" / "predictions_own.jsonl",
-             folder / "grpo_eval" / "predictions_own.jsonl",
-             folder / "base" / "predictions_base.jsonl"]  # fmt: skip
-    report = make_report(files, folder / "report", names=["sft", "grpo", "base"])
+    files = {"sft": folder / "sft_stage" / "predictions_own.jsonl",
+             "grpo": folder / "grpo_eval" / "predictions_own.jsonl",
+             "base": folder / "base" / "predictions_base.jsonl"}  # fmt: skip
+    report = make_report(list(files.values()), folder / "report", names=list(files))
     lap("eval")
-    return StagesResult(table, by_type, sft_final, Path(grpo_final), report, seconds)
+    return StagesResult(table, by_type, sft_final, Path(grpo_final), report, test_path, files,
+                        seconds)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The quickstart runs end to end: real bundled scans, SFT on phantoms, then SFT -> GRPO."""
+"""The quickstart runs end to end: real bundled scans, then phantoms -> SFT -> GRPO -> tests."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_quickstart_tour_alone(tmp_path, monkeypatch, capsys):
     volumes = [r for r in rows if r["shape"].count("x") == 2]
     assert volumes, "at least one bundled scan is a volume shown as video frames"
     assert "vision tokens" in capsys.readouterr().out
-    assert result.checkpoint is None and not result.grounding and result.stages is None
+    assert result.stages is None
 
 
 def test_quickstart_fast_runs_every_stage_through_the_cli(tmp_path, monkeypatch, capsys):
@@ -29,18 +29,22 @@ def test_quickstart_fast_runs_every_stage_through_the_cli(tmp_path, monkeypatch,
                  "--max-new-tokens", "4", "--out", str(out)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    # Part two: SFT with a box head, then one box per held-out phantom kind, and the report.
-    assert (out / "sft" / "final" / "heads.safetensors").is_file()
-    boxes = re.findall(r"- (\w+)-\S+: box \[.*\] \(from the \w+\), truth \[.*\], IoU (\d\.\d\d)",
-                       printed)  # fmt: skip
-    assert {kind for kind, _ in boxes} == {"chest", "fundus", "knee"}
-    assert (out / "report" / "report.md").is_file()
-    # Part three: base, SFT and GRPO side by side, GRPO - SFT paired, and the demo command.
-    for stage in ("base", "sft", "grpo"):
-        assert re.search(rf"^\| {stage} \| \d+ \| \d\.\d{{3}} \[", printed, re.M), stage
+    # Part two: SFT with a box head on all three kinds, then GRPO, then the held-out tables.
+    run = out / "sft_then_grpo"
+    assert (run / "sft_stage" / "sft" / "final" / "heads.safetensors").is_file()
+    for kind in ("closed", "grounding"):
+        table = printed.split(f"\n{kind} questions:\n")[1]
+        for stage in ("base", "sft", "grpo"):
+            assert re.search(rf"^\| {stage} \| \d+ \| \d\.\d{{3}} \[", table, re.M), (kind, stage)
+    assert "mean IoU [95% CI]" in printed.split("\ngrounding questions:\n")[1]
     assert re.search(r"grpo − sft: [+-]\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]", printed)
-    html = out / "sft_then_grpo" / "report" / "report.html"
+    assert re.search(r"^closed: SFT \d\.\d\d, GRPO \d\.\d\d .*: GRPO", printed, re.M)
+    assert re.search(r"^grounding: mean IoU SFT \d\.\d\d, GRPO \d\.\d\d", printed, re.M)
+    boxes = re.findall(r"- (\w+)-\S+: GRPO's box \[.*\] \(from the head\), truth \[.*\], "
+                       r"IoU \d\.\d\d", printed)  # fmt: skip
+    assert set(boxes) == {"fundus", "knee"}
+    html = run / "report" / "report.html"
     assert html.is_file() and f"worst cases drawn): {html}" in printed
-    grpo = out / "sft_then_grpo" / "grpo" / "final"
-    assert (grpo / "model.safetensors").is_file()
+    grpo = run / "grpo" / "final"
+    assert (grpo / "heads.safetensors").is_file()
     assert f"medvl demo --model {grpo}" in printed

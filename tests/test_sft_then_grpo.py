@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from medvl.data import read_manifest
+from medvl.experiments import PhantomQuestions
 from medvl.sft_then_grpo import run_sft_then_grpo
 
 
 def test_several_answer_types_give_a_table_each_and_grpo_keeps_its_own(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDVL_CACHE", str(tmp_path / "cache"))
+    questions = (PhantomQuestions("chest", ("closed", "grounding"), "", 12, 6),
+                 PhantomQuestions("fundus", ("grounding",), "", 2, 2),
+                 PhantomQuestions("knee", ("grounding",), "", 2, 2))  # fmt: skip
     result = run_sft_then_grpo(
-        tmp_path / "run", n_train=12, n_test=6, sft_steps=4, grpo_steps=2, num_generations=2,
-        grpo_batch_size=2, types=("closed", "grounding"), question="", grpo_types=("closed",),
-        rewards=("accuracy",), max_new_tokens=8,
+        tmp_path / "run", questions, sft_steps=4, grpo_steps=2, num_generations=2,
+        grpo_batch_size=2, grpo_types=("closed",), rewards=("accuracy",), heads=("box",),
+        max_new_tokens=8, dynamic_sampling=1,
     )  # fmt: skip
     test = read_manifest(tmp_path / "run" / "data" / "test.jsonl")
     kinds = {s.answer_type for s in test}
     assert kinds == {"closed", "grounding"} and set(result.by_type) == kinds
+    assert {s.anatomy for s in test if s.answer_type == "grounding"} >= {"chest", "fundus", "knee"}
+    assert {s.anatomy for s in test if s.answer_type == "closed"} == {"chest"}
+    assert (result.sft / "heads.safetensors").is_file()
     grounding = result.by_type["grounding"]
     n_boxes = sum(s.answer_type == "grounding" for s in test)
     assert all(r.mean_iou is not None and r.mean_iou.n == n_boxes for r in grounding.rows)
