@@ -117,7 +117,9 @@ def run_sft_then_grpo(
             same +0.046 as without (the policy still collapses to one answer there;
             docs/learning.md, section 3).
         dynamic_sampling: GRPO's further batches per step to replace groups without reward
-            spread (`medvl.train.grpo_config.GRPOConfig.dynamic_sampling`; 0: off).
+            spread (`medvl.train.grpo_config.GRPOConfig.dynamic_sampling`; 0: off). 4, with
+            β 0.04, made the nodule gain significant on GRPO seeds 0 and 1 of 0, 1, 2 rather
+            than on seed 0 alone (docs/learning.md, section 3).
         rewards: GRPO's rewards (`medvl.train.grpo_config.REWARD_NAMES`).
         grpo_types: The answer types GRPO trains on (None: all that ``questions`` ask); every
             type is still evaluated.
