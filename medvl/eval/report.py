@@ -16,8 +16,9 @@ Per model: accuracy overall, per ``answer_type`` and per ``modality`` (Wilson 95
 samples with ``correct`` not null); mean IoU / Dice / token F1 / severity error with bootstrap
 95% CIs; HD95 median in mm and, for masks without physical spacing, in pixels (``inf`` when a
 mask was missed, see :mod:`medvl.eval.metrics`; grounding rows without a predicted mask count as
-Dice 0 and are listed); grounded accuracy (right answer *and* its evidence box at IoU >= 0.5)
-beside the accuracy of the same rows; BLEU and
+Dice 0 and are listed, but a model that gave no mask at all gets no Dice or HD95, "—"); grounded
+accuracy (right answer *and* its evidence box at IoU >= 0.5) beside the accuracy of the same
+rows; BLEU and
 ROUGE-L of open answers and the share naming the same findings in any order; severity
 quadratic-weighted kappa per scale (:mod:`medvl.eval.text_metrics`); format rate
 (``well_formed``); mean latency and tokens; reasoning quality (:mod:`medvl.eval.reasoning`:
@@ -167,6 +168,12 @@ def _model_summary(records: Sequence[dict], source: str) -> dict[str, Any]:
         hd = _numbers(records, key)
         summary[key] = {"median": float(np.median(hd)), "n": int(hd.size)} if hd.size else None
     summary["masks_missing"] = sorted(str(r["id"]) for r in records if r.get("mask_missing"))
+    asked = [r for r in records if r.get("mask_missing") is not None]
+    summary["masks_predicted"] = bool(asked) and not all(r["mask_missing"] for r in asked)
+    if asked and not summary["masks_predicted"]:
+        # No mask at all (a model without a mask head): Dice 0 and HD95 inf on every row would
+        # read as a failed segmentation; there is none to score.
+        summary["dice"] = summary["hd95"] = summary["hd95_px"] = None
     grounded = [r for r in records if isinstance(r.get("grounded_correct"), bool)]
     summary["grounded_accuracy"] = _proportion(grounded, "grounded_correct")
     summary["accuracy_where_grounded"] = _proportion(grounded, "correct")
@@ -358,8 +365,8 @@ def make_report(
             summary, "accuracy_by_modality", "Accuracy by modality", "modality"
         ),
         "iou": iou_boxplot({n: _numbers(recs, "iou") for n, recs in models.items()}),
-        "dice": overlap_boxplot({n: _numbers(recs, "dice") for n, recs in models.items()},
-                                "Dice"),
+        "dice": overlap_boxplot({n: _numbers(recs, "dice") for n, recs in models.items()
+                                 if summary["models"][n]["dice"] is not None}, "Dice"),
         "reasoning_length": length_by_correctness({
             n: tuple(_numbers([r for r in recs if r.get("correct") is ok
                                and r.get("reasoning") is not None], "tokens")

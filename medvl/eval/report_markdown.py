@@ -84,11 +84,13 @@ def _grounding_section(summary: dict) -> list[str]:
         if grounded and plain and grounded.get("n"):
             gap = f"{plain['estimate'] - grounded['estimate']:+.3f}"
         missing = m.get("masks_missing") or []
+        listed = f"{len(missing)}" + (
+            f" ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})" if missing else "")
+        if missing and m.get("masks_predicted") is False:
+            listed = f"all {len(missing)}: no mask predicted (no mask head), no Dice or HD95"
         rows.append([
             n, _fmt_acc(plain), _fmt_acc(grounded), gap,
-            f"{_num(hd_px['median'])} (n={hd_px['n']})" if hd_px else "—",
-            f"{len(missing)}" + (f" ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
-                                 if missing else ""),
+            f"{_num(hd_px['median'])} (n={hd_px['n']})" if hd_px else "—", listed,
         ])  # fmt: skip
     if not rows:
         return []
@@ -97,7 +99,8 @@ def _grounding_section(summary: dict) -> list[str]:
         "Grounded accuracy: the answer is right *and* the box it rests on overlaps the sample's "
         "evidence box at IoU >= 0.5; the gap is right answers given for the wrong region. "
         "Grounding questions count as right at IoU >= 0.5 (Acc@0.5) in the accuracy tables. "
-        "HD95 px: masks without physical spacing (PNG/JPG). Missing masks count as Dice 0."
+        "HD95 px: masks without physical spacing (PNG/JPG). Missing masks count as Dice 0; a "
+        "model that predicted no mask at all gets no Dice or HD95."
     )
     out.append("")
     out += _table(["model", "accuracy (same rows)", "grounded accuracy", "gap", "HD95 px median",

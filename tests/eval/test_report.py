@@ -312,6 +312,31 @@ def test_grounded_accuracy_and_pixel_hd95_in_the_report(tmp_path):
     assert "| +0.300 | 4.000 (n=2) | 1 (g1) |" in text
 
 
+def test_a_model_without_masks_gets_no_dice(tmp_path):
+    """A box-only model answers grounding questions whose Samples hold masks: every row is
+    scored Dice 0 / HD95 inf by the scorer, and the report shows no Dice or HD95 for it rather
+    than a failed segmentation; a model with one mask keeps its Dice."""
+    rows = {"boxes": [], "masks": []}
+    for i in range(4):
+        base = {"id": f"g{i}", "answer_type": "grounding", "correct": False, "iou": 0.3}
+        rows["boxes"].append(base | {"model": "boxes", "dice": 0.0, "hd95_px": float("inf"),
+                                     "mask_missing": True})  # fmt: skip
+        rows["masks"].append(base | {"model": "masks", "dice": 0.5 if i == 0 else 0.0,
+                                     "hd95_px": 3.0 if i == 0 else float("inf"),
+                                     "mask_missing": i != 0})  # fmt: skip
+    files = [_write(tmp_path / f"{n}.jsonl", r) for n, r in rows.items()]
+    report = make_report(files, tmp_path / "out")
+    models = json.loads((tmp_path / "out" / "summary.json").read_text())["models"]
+    assert models["boxes"]["masks_predicted"] is False and models["masks"]["masks_predicted"]
+    assert models["boxes"]["dice"] is None and models["boxes"]["hd95_px"] is None
+    assert models["masks"]["dice"]["estimate"] == pytest.approx(0.125)
+    text = report.read_text()
+    assert "| all 4: no mask predicted (no mask head), no Dice or HD95 |" in text
+    overview = text.split("## Overview")[1].split("\n\n")[1]
+    boxes_row = next(line for line in overview.splitlines() if line.startswith("| boxes |"))
+    assert boxes_row.split(" | ")[5] == "—"  # the Dice mean column
+
+
 def test_accuracy_by_modality_and_answer_type_and_hedges(tmp_path, two_model_report):
     report, summary = two_model_report
     # Model A, MRI (even ids) choice questions (ids 0-19): right below 18 -> 0, 2, ..., 16.
