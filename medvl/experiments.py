@@ -56,6 +56,7 @@ def train_and_answer(
     heads: Sequence[str] = (),
     reasoning: bool = False,
     max_new_tokens: int = 16,
+    val: str | os.PathLike | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Fine-tunes ``model`` on the ``train`` manifest, then answers ``test`` with own and swapped
     scans.
@@ -75,6 +76,8 @@ def train_and_answer(
         heads: Grounding heads to train (e.g. ``["box"]``).
         reasoning: Train and answer with ``<think>`` reasoning first (else the answer alone).
         max_new_tokens: Generation budget per answer.
+        val: A validation manifest: SFT's loss on it at the end, in ``sft/train_log.jsonl``
+            (``eval_loss``).
 
     Returns:
         ``{"own": rows, "swapped": rows}``: prediction rows of `medvl.eval.runner.evaluate`.
@@ -89,6 +92,7 @@ def train_and_answer(
         warmup_steps=warmup_steps, max_steps=steps, batch_size=batch_size, save_every=None,
         report_to="none", reasoning=reasoning, seed=seed, progress=progress, log_every=50,
         dataset=DatasetConfig(cache="memory"), heads=list(heads),
+        eval_manifest=None if val is None else str(val),
     )  # fmt: skip
     trainer = SFTTrainer(config)
     trainer.train()
@@ -239,6 +243,7 @@ class PhantomQuestions:
         question: Keep only questions whose text holds this word (``""``: all).
         train_cases: Training cases (each gives several samples before the filters).
         test_cases: Held-out cases.
+        val_cases: Validation cases (SFT's held-out loss; 0: none).
     """
 
     kind: str = "chest"
@@ -246,6 +251,7 @@ class PhantomQuestions:
     question: str = ""
     train_cases: int = 800
     test_cases: int = 300
+    val_cases: int = 0
 
 
 def phantom_samples_of(
@@ -253,7 +259,7 @@ def phantom_samples_of(
     parts: Sequence[PhantomQuestions],
     set_seed: int,
     difficulty: str,
-    split: Literal["train", "test"],
+    split: Literal["train", "val", "test"],
     progress: bool = False,
 ) -> list[Sample]:
     """Writes the cases of each part under ``folder`` and returns their samples that match.
@@ -265,8 +271,8 @@ def phantom_samples_of(
             ones, so no held-out scan is a training scan.
         difficulty: A level of `medvl.scans.phantoms.chest.DIFFICULTIES` for chest cases (knee
             and fundus phantoms have one level).
-        split: ``train`` (each part's ``train_cases``) or ``test`` (``test_cases``); written
-            in each sample's ``split``.
+        split: ``train``, ``val`` or ``test``: each part's ``train_cases``, ``val_cases`` or
+            ``test_cases``; written in each sample's ``split``.
         progress: Show a tqdm bar over the cases.
     """
     from tqdm.auto import tqdm
@@ -278,7 +284,7 @@ def phantom_samples_of(
 
     if unknown := [p.kind for p in parts if p.kind not in MAKERS]:
         raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
-    counts = [p.train_cases if split == "train" else p.test_cases for p in parts]
+    counts = [getattr(p, f"{split}_cases") for p in parts]
     bar = tqdm(total=sum(counts), desc=f"{split} phantoms", disable=not progress)
 
     def cases(kind: str, n: int):

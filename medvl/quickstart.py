@@ -53,9 +53,10 @@ LOAD_OPTIONS = {
 }
 
 PHANTOMS = (
-    PhantomQuestions("chest", ("closed",), "nodule", train_cases=800, test_cases=300),
-    PhantomQuestions("fundus", ("grounding",), train_cases=80, test_cases=30),
-    PhantomQuestions("knee", ("grounding",), train_cases=80, test_cases=30),
+    PhantomQuestions("chest", ("closed",), "nodule", train_cases=800, test_cases=300,
+                     val_cases=100),
+    PhantomQuestions("fundus", ("grounding",), train_cases=80, test_cases=30, val_cases=10),
+    PhantomQuestions("knee", ("grounding",), train_cases=80, test_cases=30, val_cases=10),
 )
 """Part two's questions: "Is there a pulmonary nodule" on easiest-level chest X-rays (the
 question the tiny model learns to read, docs/learning.md), and the lesion's box on fundus
@@ -67,9 +68,9 @@ GRPO = {"rewards": ("format", "accuracy"), "grpo_types": ("closed",), "beta": 0.
 what each gave: docs/learning.md, section 3."""
 
 FAST = {"sft_steps": 8, "grpo_steps": 2, "phantoms": (
-    PhantomQuestions("chest", ("closed",), "nodule", train_cases=24, test_cases=12),
-    PhantomQuestions("fundus", ("grounding",), train_cases=4, test_cases=2),
-    PhantomQuestions("knee", ("grounding",), train_cases=4, test_cases=2),
+    PhantomQuestions("chest", ("closed",), "nodule", train_cases=24, test_cases=12, val_cases=4),
+    PhantomQuestions("fundus", ("grounding",), train_cases=4, test_cases=2, val_cases=1),
+    PhantomQuestions("knee", ("grounding",), train_cases=4, test_cases=2, val_cases=1),
 )}  # fmt: skip
 """``medvl quickstart --fast``: every stage runs, on too little to learn (a few minutes)."""
 
@@ -187,15 +188,17 @@ def method_on_phantoms(
 
     asked = "; ".join(
         f"{p.kind} {'/'.join(p.types)}" + (f" ({p.question})" if p.question else "")
-        + f", {p.train_cases} + {p.test_cases} cases" for p in phantoms
+        + f", {p.train_cases} / {p.val_cases} / {p.test_cases} cases" for p in phantoms
     )  # fmt: skip
-    print(f"[4/5] the method on phantoms ({asked}; training and held-out cases from different "
-          f"seeds): SFT of the tiny Qwen2.5-VL with a box head ({sft_steps} steps), then GRPO "
-          f"from that checkpoint ({grpo_steps} steps, 8 answers per question, rewards "
+    print(f"[4/5] the method on phantoms ({asked}; training / validation / held-out cases from "
+          f"different seeds): SFT of the tiny Qwen2.5-VL with a box head ({sft_steps} steps), "
+          f"then GRPO from that checkpoint ({grpo_steps} steps, 8 answers per question, rewards "
           f"{', '.join(GRPO['rewards'])} on the {'/'.join(GRPO['grpo_types'])} questions, KL "
           "to the SFT model)")  # fmt: skip
     stages = run_sft_then_grpo(out, phantoms, sft_steps=sft_steps, grpo_steps=grpo_steps,
                                heads=("box",), progress=True, **GRPO)  # fmt: skip
+    if stages.sft_val_loss is not None:
+        print(f"      SFT's loss on the validation cases at its end: {stages.sft_val_loss:.3f}")
     print("[5/5] the base model, SFT and GRPO on the held-out cases, with their own scans and "
           "with other cases' scans (a model that reads the scan drops to chance there)")
     tables = stages.by_type if len(stages.by_type) > 1 else {"all": stages.table}

@@ -6,7 +6,8 @@ tiny model can learn on a CPU, "Is there a pulmonary nodule" on chest phantoms a
 level (`medvl.scans.phantoms.chest.DIFFICULTIES`); ``questions`` asks others of any phantom
 kind (the quickstart adds fundus and knee grounding for the box head).
 
-1. training and held-out cases from different seeds (`medvl.experiments.phantom_samples_of`);
+1. training, validation and held-out cases from different seeds
+   (`medvl.experiments.phantom_samples_of`);
 2. `SFTTrainer`, answer only (the tiny model's accuracy drops with reasoning, docs/learning.md),
    with the grounding heads asked for;
 3. `GRPOTrainer` from SFT's ``final/`` with the rewards asked for (accuracy by default), G
@@ -26,6 +27,7 @@ Settings and what each gave: docs/learning.md, section 3.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -63,6 +65,7 @@ class StagesResult:
         report: ``report.md`` of the three stages (``report.html`` beside it), SFT first: its
             paired comparisons are GRPO − SFT and base − SFT.
         test: The held-out manifest.
+        sft_val_loss: SFT's loss on the validation cases at its end (None without them).
         predictions: Each stage's prediction file on its own scans (``base``, ``sft``,
             ``grpo``).
         seconds: Wall time of each stage (``data``, ``sft``, ``grpo``, ``eval``).
@@ -74,6 +77,7 @@ class StagesResult:
     grpo: Path
     report: Path | None = None
     test: Path | None = None
+    sft_val_loss: float | None = None
     predictions: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -102,8 +106,8 @@ def run_sft_then_grpo(
 
     Args:
         folder: Work folder: ``data/``, ``sft/``, ``grpo/`` and the prediction files.
-        questions: What is asked of which phantom kind, on how many training and held-out
-            cases (training and held-out cases come from different seeds).
+        questions: What is asked of which phantom kind, on how many training, validation and
+            held-out cases (each split's cases come from a seed of its own).
         difficulty: Chest phantom difficulty level.
         sft_steps: SFT optimizer steps (batch 4, 20 warm-up steps, cosine). Short enough to
             leave GRPO room: 600 steps reach ~0.6, 1,200 ~0.9 (docs/learning.md).
@@ -146,6 +150,9 @@ def run_sft_then_grpo(
     data = folder / "data"
     train = phantom_samples_of(data, questions, 2 * seed + 1, difficulty, "train", progress)
     test = phantom_samples_of(data, questions, 2 * seed + 2, difficulty, "test", progress)
+    # Validation cases from a set no run's training or held-out cases use.
+    val = phantom_samples_of(data, questions, 1000 + seed, difficulty, "val", progress)
+    val_path = write_manifest(data / "val.jsonl", val) if val else None
     train_path = write_manifest(data / "train.jsonl", train)
     grpo_path = train_path
     if grpo_types is not None:
@@ -160,8 +167,11 @@ def run_sft_then_grpo(
     lap("eval")
     sft = train_and_answer(folder / "sft_stage", train_path, test_path, model, sft_steps,
                            lr=sft_lr, warmup_steps=20, seed=seed, progress=progress,
-                           heads=heads, max_new_tokens=max_new_tokens)  # fmt: skip
+                           heads=heads, max_new_tokens=max_new_tokens, val=val_path)  # fmt: skip
     sft_final = folder / "sft_stage" / "sft" / "final"
+    sft_log = folder / "sft_stage" / "sft" / "train_log.jsonl"
+    val_losses = [r["eval_loss"] for r in map(json.loads, sft_log.read_text().splitlines())
+                  if "eval_loss" in r]  # fmt: skip
     lap("sft")
 
     config = GRPOConfig(
@@ -189,5 +199,5 @@ def run_sft_then_grpo(
              "base": folder / "base" / "predictions_base.jsonl"}  # fmt: skip
     report = make_report(list(files.values()), folder / "report", names=list(files))
     lap("eval")
-    return StagesResult(table, by_type, sft_final, Path(grpo_final), report, test_path, files,
-                        seconds)  # fmt: skip
+    return StagesResult(table, by_type, sft_final, Path(grpo_final), report, test_path,
+                        val_losses[-1] if val_losses else None, files, seconds)  # fmt: skip

@@ -32,6 +32,7 @@ def test_quickstart_fast_runs_every_stage_through_the_cli(tmp_path, monkeypatch,
     # Part two: SFT with a box head on all three kinds, then GRPO, then the held-out tables.
     run = out / "sft_then_grpo"
     assert (run / "sft_stage" / "sft" / "final" / "heads.safetensors").is_file()
+    assert re.search(r"SFT's loss on the validation cases at its end: \d+\.\d{3}", printed)
     for kind in ("closed", "grounding"):
         table = printed.split(f"\n{kind} questions:\n")[1]
         for stage in ("base", "sft", "grpo"):

@@ -9,7 +9,7 @@ from medvl.sft_then_grpo import run_sft_then_grpo
 
 def test_several_answer_types_give_a_table_each_and_grpo_keeps_its_own(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDVL_CACHE", str(tmp_path / "cache"))
-    questions = (PhantomQuestions("chest", ("closed", "grounding"), "", 12, 6),
+    questions = (PhantomQuestions("chest", ("closed", "grounding"), "", 12, 6, val_cases=2),
                  PhantomQuestions("fundus", ("grounding",), "", 2, 2),
                  PhantomQuestions("knee", ("grounding",), "", 2, 2))  # fmt: skip
     result = run_sft_then_grpo(
@@ -23,6 +23,10 @@ def test_several_answer_types_give_a_table_each_and_grpo_keeps_its_own(tmp_path,
     assert {s.anatomy for s in test if s.answer_type == "grounding"} >= {"chest", "fundus", "knee"}
     assert {s.anatomy for s in test if s.answer_type == "closed"} == {"chest"}
     assert (result.sft / "heads.safetensors").is_file()
+    val = read_manifest(tmp_path / "run" / "data" / "val.jsonl")
+    assert val and {s.split for s in val} == {"val"} and {s.anatomy for s in val} == {"chest"}
+    assert not {s.image for s in val} & {s.image for s in test}  # cases of their own
+    assert result.sft_val_loss is not None and result.sft_val_loss > 0
     grounding = result.by_type["grounding"]
     n_boxes = sum(s.answer_type == "grounding" for s in test)
     assert all(r.mean_iou is not None and r.mean_iou.n == n_boxes for r in grounding.rows)
