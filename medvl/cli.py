@@ -249,7 +249,8 @@ def _add_quickstart(commands: argparse._SubParsersAction, families: Any, sizes: 
     )
     quick.add_argument("--family", choices=families, default="qwen2_5_vl")
     quick.add_argument("--size", choices=sizes, default="small")
-    quick.add_argument("--model", help="a local checkpoint folder instead of the tiny model")
+    quick.add_argument("--model", help="a local checkpoint folder: part one asks it and part two "
+                       "fine-tunes it, instead of the tiny models")
     quick.add_argument("--frames", type=int, default=16, help="video frames per volume (even)")
     quick.add_argument("--max-new-tokens", type=int, default=24)
     quick.add_argument("--sft-steps", type=int, default=600,

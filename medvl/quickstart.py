@@ -6,7 +6,8 @@ Qwen2.5-VL-3B takes), loads each bundled real scan through ``medvl.scans.load_sc
 scans as one image and volumes as video frames, and prints the answer and how many vision tokens
 each scan cost; the model is untrained, so those answers are noise. Part two is the method of
 MedVLM-R1 end to end (`medvl.sft_then_grpo`): phantoms of all three kinds with known findings
-(training and held-out cases from different seeds), SFT of the tiny Qwen2.5-VL with a box head
+(training, validation and held-out cases from different seeds), SFT with a box head of the tiny
+Qwen2.5-VL (or of ``--model``)
 ("Is there a pulmonary nodule" on chest X-rays, where is the lesion on fundus photographs and
 knee MRI volumes), GRPO from the SFT checkpoint with verifiable rewards, and the base model, SFT
 and GRPO on the held-out cases with their own and with swapped scans: accuracy and mean IoU per
@@ -62,6 +63,9 @@ PHANTOMS = (
 question the tiny model learns to read, docs/learning.md), and the lesion's box on fundus
 photographs and knee MRI volumes, answered by the box head."""
 
+PIPELINE_MODEL = "tiny:qwen2_5_vl-tiny"
+"""Part two's model when no ``--model`` is given: the build its recipe was measured on."""
+
 GRPO = {"rewards": ("format", "accuracy"), "grpo_types": ("closed",), "beta": 0.04,
         "dynamic_sampling": 4}  # fmt: skip
 """Part two's GRPO settings (`medvl.sft_then_grpo.run_sft_then_grpo`); what else was tried and
@@ -113,7 +117,8 @@ def run_quickstart(
         size: tiny model size (``tiny`` or ``small``; part one).
         n_frames: video frames per volume (even).
         max_new_tokens: generation budget per answer of part one.
-        model_path: a local Qwen-VL checkpoint folder to use instead of a tiny model (part one).
+        model_path: a local Qwen-VL checkpoint folder to use instead of the tiny models (parts
+            one and two).
         out_dir: where phantoms, checkpoints and predictions go (default: a temporary folder).
         sft_steps: SFT steps of part two (0 skips part two).
         grpo_steps: GRPO steps of part two, from the SFT checkpoint (0 skips part two).
@@ -123,6 +128,8 @@ def run_quickstart(
         A :class:`QuickstartResult`.
     """
     torch.manual_seed(0)
+    # Part two's recipe was measured on the tiny build; a given folder is trained instead.
+    learner = PIPELINE_MODEL if model_path is None else str(model_path)
     if model_path is None:
         print(f"[1/5] building the {size} {family} model (offline, cached after the first run)")
         model_path = build_tiny_model(family=family, size=size)
@@ -130,7 +137,8 @@ def run_quickstart(
     if sft_steps <= 0 or grpo_steps <= 0:
         return result
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="medvl-quickstart-"))
-    result.stages = method_on_phantoms(out / "sft_then_grpo", sft_steps, grpo_steps, phantoms)
+    result.stages = method_on_phantoms(out / "sft_then_grpo", sft_steps, grpo_steps, phantoms,
+                                       learner)  # fmt: skip
     return result
 
 
@@ -181,8 +189,9 @@ def tour_real_scans(model_path: str | Path, n_frames: int, max_new_tokens: int) 
 
 
 def method_on_phantoms(
-    out: Path, sft_steps: int, grpo_steps: int, phantoms: tuple[PhantomQuestions, ...]
-) -> Any:
+    out: Path, sft_steps: int, grpo_steps: int, phantoms: tuple[PhantomQuestions, ...],
+    model: str = PIPELINE_MODEL,
+) -> Any:  # fmt: skip
     """Part two: SFT with a box head, GRPO from it, every stage on held-out phantoms."""
     from medvl.sft_then_grpo import run_sft_then_grpo
 
@@ -191,12 +200,12 @@ def method_on_phantoms(
         + f", {p.train_cases} / {p.val_cases} / {p.test_cases} cases" for p in phantoms
     )  # fmt: skip
     print(f"[4/5] the method on phantoms ({asked}; training / validation / held-out cases from "
-          f"different seeds): SFT of the tiny Qwen2.5-VL with a box head ({sft_steps} steps), "
+          f"different seeds): SFT of {model} with a box head ({sft_steps} steps), "
           f"then GRPO from that checkpoint ({grpo_steps} steps, 8 answers per question, rewards "
           f"{', '.join(GRPO['rewards'])} on the {'/'.join(GRPO['grpo_types'])} questions, KL "
           "to the SFT model)")  # fmt: skip
     stages = run_sft_then_grpo(out, phantoms, sft_steps=sft_steps, grpo_steps=grpo_steps,
-                               heads=("box",), progress=True, **GRPO)  # fmt: skip
+                               heads=("box",), model=model, progress=True, **GRPO)  # fmt: skip
     if stages.sft_val_loss is not None:
         print(f"      SFT's loss on the validation cases at its end: {stages.sft_val_loss:.3f}")
     print("[5/5] the base model, SFT and GRPO on the held-out cases, with their own scans and "
