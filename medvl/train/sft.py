@@ -127,45 +127,35 @@ class SFTTrainer(Trainer):
         sums: dict[str, torch.Tensor] = {}
         micro = 0
         st = self.state
+        batches = self._batches()
         while st.global_step < self.max_steps:
-            self.train_loader.set_epoch(st.epoch)
-            loader = self.train_loader
-            if st.batches_in_epoch:
-                loader = acc.skip_first_batches(self.train_loader, st.batches_in_epoch)
-            for batch in loader:
-                with acc.accumulate(self.model):
-                    loss, logged = self._loss(self.model(**batch))
-                    acc.backward(loss)
-                    grad_norm = None
-                    if acc.sync_gradients and cfg.max_grad_norm is not None:
-                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad()
-                st.batches_in_epoch += 1
-                micro += 1
-                for k, v in logged.items():
-                    sums[k] = sums.get(k, 0.0) + v.float()
-                if not acc.sync_gradients:
-                    continue
-                st.global_step += 1
-                bar.update(1)
-                if st.global_step % cfg.log_every == 0 or st.global_step == self.max_steps:
-                    record = self._log(sums, micro, grad_norm)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
-                    sums, micro = {}, 0
-                if (
-                    self.eval_loader is not None
-                    and cfg.eval_every
-                    and (st.global_step % cfg.eval_every == 0)
-                ):
-                    self.evaluate()
-                if st.global_step >= self.max_steps:
-                    break
-                if cfg.save_every and st.global_step % cfg.save_every == 0:
-                    self.save_checkpoint()
-            else:  # the epoch ran out
-                st.epoch, st.batches_in_epoch = st.epoch + 1, 0
+            batch = next(batches)
+            with acc.accumulate(self.model):
+                loss, logged = self._loss(self.model(**batch))
+                acc.backward(loss)
+                grad_norm = None
+                if acc.sync_gradients and cfg.max_grad_norm is not None:
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+            micro += 1
+            for k, v in logged.items():
+                sums[k] = sums.get(k, 0.0) + v.float()
+            if not acc.sync_gradients:
+                continue
+            st.global_step += 1
+            bar.update(1)
+            if st.global_step % cfg.log_every == 0 or st.global_step == self.max_steps:
+                record = self._log(sums, micro, grad_norm)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                sums, micro = {}, 0
+            if self.eval_loader is not None and cfg.eval_every \
+                    and st.global_step % cfg.eval_every == 0:  # fmt: skip
+                self.evaluate()
+            if st.global_step < self.max_steps and cfg.save_every \
+                    and st.global_step % cfg.save_every == 0:  # fmt: skip
+                self.save_checkpoint()
         bar.close()
         if self.eval_loader is not None and not (
             cfg.eval_every and self.max_steps % cfg.eval_every == 0
