@@ -23,6 +23,8 @@ One step takes ``batch_size`` prompts (dataset items). For each prompt:
 5. the loss is TRL's family (`medvl.train.grpo_loss`): the clipped surrogate with token or
    sequence (GSPO) ratios, DAPO's ``epsilon_high``, the k3 KL, reduced as ``loss_type`` says.
 
+Steps 1 and 2, and DAPO's dynamic sampling, live in `medvl.train.grpo_rollout`.
+
 Then ``num_iterations`` (μ) optimizer updates run on the same rollouts; the log-probs of the
 first are kept as the old ones, so from the second update on the ratio moves away from 1 and
 the clip binds. Each prompt's part is backpropagated as soon as it is computed, so only one
@@ -73,8 +75,8 @@ from medvl.train.grpo_loss import (
     grpo_loss,
     reduce_loss,
 )
+from medvl.train.grpo_rollout import GroupRollouts, has_spread
 from medvl.train.logprobs import completion_logprobs, shared_prefix_logprobs
-from medvl.train.rollouts import read_head_boxes, sample_group
 from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, holds_adapter, subset
 from medvl.train.vision_memo import vision_once
@@ -90,29 +92,7 @@ def _as_items(batch: list) -> list:
     return batch
 
 
-_COLUMNS = (
-    "question",
-    "options",
-    "answer",
-    "answer_type",
-    "box",
-    "severity",
-    "modality",
-    "anatomy",
-)
-
-
-def _sample_columns(item: Mapping[str, Any]) -> dict[str, Any]:
-    """The reward columns of a dataset item (Sample fields; ``box`` on the preprocessed scan)."""
-    sample = item.get("sample")
-    fields = dict.fromkeys(_COLUMNS)  # present even when the sample leaves them out
-    fields.update(sample.to_dict() if hasattr(sample, "to_dict") else dict(sample or {}))
-    if "box" in item:
-        fields["box"] = item["box"]
-    return fields
-
-
-class GRPOTrainer(Trainer):
+class GRPOTrainer(GroupRollouts, Trainer):
     """GRPO on a `MedVLM` with accelerate: LoRA or full, KL to a reference, atomic checkpoints
     and resume (`medvl.train.checkpoint`).
 
@@ -140,13 +120,7 @@ class GRPOTrainer(Trainer):
         if reward_funcs is None:
             reward_funcs = build_rewards(cfg.rewards, model.family)
             reward_weights = reward_weights or cfg.reward_weights
-        self.reward_funcs = list(reward_funcs)
-        self.reward_names = [getattr(f, "__name__", f"reward_{i}")
-                             for i, f in enumerate(self.reward_funcs)]  # fmt: skip
-        weights = [1.0] * len(self.reward_funcs) if reward_weights is None else reward_weights
-        if len(weights) != len(self.reward_funcs):
-            raise ValueError(f"{len(weights)} reward weights for {len(self.reward_funcs)} rewards")
-        self.reward_weights = torch.tensor([float(w) for w in weights])
+        self._set_rewards(reward_funcs, reward_weights)
         if train_dataset is None:
             train_dataset = MedVLDataset(cfg.train_manifest, cfg.dataset)
         self.train_dataset = subset(train_dataset, cfg.max_train_samples)
@@ -168,86 +142,6 @@ class GRPOTrainer(Trainer):
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self._start_schedule(cfg.max_steps, cfg.num_iterations)
-
-    # -- rollouts ---------------------------------------------------------------------------
-
-    def encode(self, item: Mapping[str, Any]) -> Any:
-        """`MedVLM.encode_question` for a dataset item (its ``scan`` and ``sample``)."""
-        from medvl.model.inputs import Question
-
-        s = _sample_columns(item)
-        return self.vlm.encode_question(Question(
-            item["scan"], s["question"], s.get("options"), s.get("answer_type"),
-            s.get("modality") or None, s.get("anatomy") or None,
-        ))  # fmt: skip
-
-    @torch.no_grad()
-    def rollout(self, item: Mapping[str, Any]) -> Rollout:
-        """Samples G completions of one item's question and scores them."""
-        cfg, vlm = self.config, self.vlm
-        encoded = self.encode(item)
-        inputs = {k: v.to(vlm.device) for k, v in encoded.inputs.items()}
-        was_training = vlm.training
-        vlm.eval()
-        try:
-            with self.accelerator.autocast():
-                ids = sample_group(
-                    vlm.model, inputs, cfg.num_generations, cfg.max_new_tokens, vlm._stop_ids,
-                    vlm.tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k,
-                    top_p=cfg.top_p,
-                )  # fmt: skip
-        finally:
-            vlm.train(was_training)
-        stops = torch.isin(ids, torch.tensor(vlm._stop_ids, device=ids.device))
-        # Real tokens: up to and including the first stop (the model learns to stop too).
-        before = (stops.long().cumsum(1) - stops.long()) == 0
-        mask = before.long()
-        truncated = ~stops.any(dim=1)
-        texts = [vlm.tokenizer.decode(row[m.bool() & ~s], skip_special_tokens=False)
-                 for row, m, s in zip(ids, mask, stops, strict=True)]  # fmt: skip
-        head_boxes = None
-        if any(f is R.box_head_iou_reward for f in self.reward_funcs):
-            with self.accelerator.autocast():
-                head_boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
-        total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
-                                  head_boxes)  # fmt: skip
-        return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts)
-
-    def score(
-        self,
-        texts: list[str],
-        item: Mapping[str, Any],
-        context: Any = None,
-        completion_ids: torch.Tensor | None = None,
-        completion_mask: torch.Tensor | None = None,
-        truncated: Sequence[bool] | None = None,
-        head_boxes: Sequence[list[float] | None] | None = None,
-    ) -> tuple[torch.Tensor, dict[str, list[float | None]]]:
-        """Weighted total reward ``(G,)`` and each reward's raw values of G completions
-        (``truncated``: which hit ``max_new_tokens``; the answer rewards score them 0;
-        ``head_boxes``: the box head's boxes, for `box_head_iou_reward`)."""
-        n = len(texts)
-        columns = {k: [v] * n for k, v in _sample_columns(item).items()}
-        if truncated is not None:
-            columns["truncated"] = list(truncated)
-        if head_boxes is not None:
-            columns["head_box"] = list(head_boxes)
-        if context is not None:
-            columns["image_size"] = [tuple(context.image_size)] * n
-        if completion_ids is not None:
-            columns["completion_ids"] = [
-                row[m.bool()].tolist() for row, m in zip(completion_ids, completion_mask,
-                                                         strict=True)
-            ]  # fmt: skip
-        parts, table = {}, []
-        for name, func in zip(self.reward_names, self.reward_funcs, strict=True):
-            values = list(func(texts, **columns))
-            if len(values) != n:
-                raise ValueError(f"reward {name} returned {len(values)} values for {n}")
-            parts[name] = values
-            table.append([0.0 if v is None else float(v) for v in values])
-        scores = torch.tensor(table, dtype=torch.float32).reshape(len(table), n)
-        return (self.reward_weights[:, None] * scores).sum(0), parts
 
     # -- loss -------------------------------------------------------------------------------
 
@@ -367,28 +261,6 @@ class GRPOTrainer(Trainer):
         with vision_once(self.vlm.model):
             return self._step(items, more)
 
-    def _informative_rollouts(
-        self, items: Sequence[Mapping[str, Any]], more: Iterator[Sequence[Any]] | None
-    ) -> tuple[list[Rollout], int]:
-        """Rollouts of ``items``; with dynamic sampling, groups without reward spread are
-        replaced by those of further batches, at most ``dynamic_sampling`` of them. Returns
-        the rollouts (as many as ``items``) and the number of groups rolled out."""
-        rollouts = [self.rollout(item) for item in items]
-        draws, drawn = 0, len(rollouts)
-        if not self.config.dynamic_sampling or more is None:
-            return rollouts, drawn
-        kept = [r for r in rollouts if _has_spread(r)]
-        flat = [r for r in rollouts if not _has_spread(r)]
-        while len(kept) < len(items) and draws < self.config.dynamic_sampling:
-            draws += 1
-            for item in next(more):
-                rollout = self.rollout(item)
-                drawn += 1
-                (kept if _has_spread(rollout) else flat).append(rollout)
-        # Short of informative groups after every draw: flat ones fill the batch (with a KL
-        # term they still pull towards the reference).
-        return (kept + flat)[: len(items)], drawn
-
     def _step(
         self, items: Sequence[Mapping[str, Any]], more: Iterator[Sequence[Any]] | None = None
     ) -> dict[str, float]:
@@ -431,7 +303,7 @@ class GRPOTrainer(Trainer):
             "reward_std": float(rewards.std(dim=1).mean()),
             "completion_length": float(lengths.mean()),
             "truncated": float(torch.cat([r.truncated for r in rollouts]).float().mean()),
-            "groups_with_spread": sum(_has_spread(r) for r in rollouts) / len(rollouts),
+            "groups_with_spread": sum(has_spread(r) for r in rollouts) / len(rollouts),
             "groups_drawn": float(drawn),
             "lr": float(self.scheduler.get_last_lr()[0]),
             "step_time": elapsed,
@@ -480,11 +352,6 @@ class GRPOTrainer(Trainer):
         final = self.save_final()
         acc.end_training()
         return final
-
-
-def _has_spread(rollout: Rollout) -> bool:
-    """Whether a group's rewards differ (else its advantages are all 0)."""
-    return bool((rollout.rewards != rollout.rewards[0]).any())
 
 
 def run_grpo(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from grpo_helpers import LORA, constant, low_ids, make_config
 from safetensors.torch import load_file
 
 from medvl.config import ConfigError
@@ -23,33 +24,10 @@ from medvl.train.grpo import GRPOConfig, GRPOTrainer, run_grpo
 from medvl.train.grpo_loss import group_advantages
 
 ROOT = Path(__file__).resolve().parents[2]
-LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
-
-
-def low_ids(completions, completion_ids, **kwargs) -> list[float]:
-    """Toy verifiable reward: the fraction of completion tokens with an id below 64 (of 512)."""
-    return [sum(1 for i in ids if i < 64) / max(len(ids), 1) for ids in completion_ids]
-
-
-def constant(completions, **kwargs) -> list[float]:
-    return [1.0] * len(completions)
-
-
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("grpo-data")
     return generate_phantom_dataset(root, n=1, modalities=("chest",), progress=False)
-
-
-def make_config(manifest: Path, model: Path, out: Path, **changes) -> GRPOConfig:
-    settings = dict(
-        model=str(model), train_manifest=str(manifest), dataset=DatasetConfig(size=32),
-        output_dir=str(out), lora=LORA, max_steps=1, batch_size=2, num_generations=4,
-        max_new_tokens=8, lr=1e-2, beta=0.04, save_every=None, seed=0, report_to="none",
-        progress=False,
-    )  # fmt: skip
-    settings.update(changes)
-    return GRPOConfig(**settings)
 
 
 def test_one_step_updates_lora_and_writes_checkpoint(manifest, tiny_model_path, tmp_path) -> None:
@@ -91,34 +69,6 @@ def test_equal_rewards_give_zero_gradient(manifest, tiny_model_path, tmp_path) -
     loss.backward()
     assert loss.item() == 0.0
     assert all(p.grad is None or not p.grad.any() for p in params)
-
-
-def only_grounding_varies(completions, completion_ids, answer_type, **kwargs) -> list[float]:
-    """Spread for the grounding question only; every other group's rewards are all equal."""
-    spread = low_ids(completions, completion_ids)
-    return [v if t == "grounding" else 1.0 for v, t in zip(spread, answer_type, strict=True)]
-
-
-@pytest.mark.parametrize("draws", [0, 12])
-def test_dynamic_sampling_replaces_groups_without_spread(manifest, tiny_model_path, tmp_path,
-                                                         draws):  # fmt: skip
-    """One grounding question among six: without dynamic sampling most steps hold a flat
-    group; with it every step learns from the grounding group, drawn from further batches
-    that the run's state counts as consumed."""
-    out = tmp_path / "run"
-    config = make_config(manifest, tiny_model_path("qwen2_5_vl"), out, batch_size=1,
-                         max_steps=3, log_every=1, dynamic_sampling=draws)  # fmt: skip
-    trainer = GRPOTrainer(config, reward_funcs=[only_grounding_varies])
-    trainer.train()
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    spread = [r["groups_with_spread"] for r in log]
-    drawn = sum(r["groups_drawn"] for r in log)
-    st = trainer.state
-    assert drawn == st.epoch * len(trainer.train_dataset) + st.batches_in_epoch
-    if draws:
-        assert spread == [1.0, 1.0, 1.0] and drawn > 3
-    else:
-        assert 0.0 in spread and drawn == 3
 
 
 def test_second_update_on_the_same_rollouts_is_clipped(manifest, tiny_model_path, tmp_path):
@@ -356,33 +306,6 @@ def test_two_ranks_one_with_equal_rewards_finish_and_agree(manifest, tiny_model_
     ranks = [torch.load(out / f"weights-rank{r}.pt") for r in (0, 1)]
     assert ranks[0].keys() == ranks[1].keys()
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
-
-
-def test_each_group_is_scored_against_its_own_sample(tiny_model_path, tmp_path):
-    """B = 2 prompts of distinct scans in one step: every rollout's reward sees its own
-    Sample's columns (id, answer, box), G times, and nothing of the other's."""
-    seen: list[tuple] = []
-
-    def own_columns(completions, id, answer, box, **kwargs) -> list[float]:
-        seen.append((tuple(id), tuple(answer), tuple(map(str, box))))
-        return [float(i) for i in range(len(completions))]  # spread: every group trains
-
-    two = generate_phantom_dataset(tmp_path / "data", n=2, modalities=("chest",), progress=False)
-    config = make_config(two, tiny_model_path("qwen2_5_vl"), tmp_path / "run", beta=0.0,
-                         max_steps=1)  # fmt: skip
-    trainer = GRPOTrainer(config, reward_funcs=[own_columns])
-    items = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
-    first = items[0]["sample"]
-    other = next(it for it in items if it["sample"].image != first.image
-                 and it["sample"].answer != first.answer)  # fmt: skip
-    items = [items[0], other]
-    trainer.step(items)
-    assert len(seen) == 2
-    for (ids, answers, boxes), item in zip(seen, items, strict=True):
-        sample = item["sample"]
-        assert ids == (sample.id,) * 4 and answers == (sample.answer,) * 4
-        assert len(set(boxes)) == 1
-    assert seen[0][0] != seen[1][0]
 
 
 def test_a_frozen_vision_tower_runs_once_per_step(manifest, tiny_model_path, tmp_path) -> None:
