@@ -43,7 +43,10 @@ of G times, and a frozen tower (LoRA on the language model) once per step
 Several processes: each samples its own prompts; gradients are averaged with one all-reduce
 per trainable parameter that every process makes, whether or not it had a gradient.
 
-Limits: the heads get no gradient (the ``box_head`` reward scores them, it does not train them).
+The box head: with the ``box_head`` reward it is read at each completion's ``<|box|>`` token and
+its box is scored; with ``box_head_std > 0`` the box is drawn from a Gaussian around the head's
+and the head trains by REINFORCE on the draw (`GRPOTrainer.box_policy_loss`). The mask head gets
+no gradient in GRPO.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ from medvl.train.grpo_loss import (
 )
 from medvl.train.grpo_rollout import GroupRollouts, has_spread
 from medvl.train.logprobs import completion_logprobs, shared_prefix_logprobs
+from medvl.train.rollouts import head_boxes
 from medvl.train.run_folder import start_run
 from medvl.train.trainer import Trainer, expand_resume, holds_adapter, subset
 from medvl.train.vision_memo import vision_once
@@ -131,6 +135,12 @@ class GRPOTrainer(GroupRollouts, Trainer):
         )  # fmt: skip
         self.is_lora = hasattr(model.model, "disable_adapter")
         self.ref_model, self.ref_adapter = None, None
+        if cfg.box_head_std > 0 and R.box_head_iou_reward not in self.reward_funcs:
+            raise ValueError("box_head_std > 0 trains the box head from the box_head reward; "
+                             "add 'box_head' to rewards")  # fmt: skip
+        if cfg.box_head_std > 0 and cfg.gradient_checkpointing:
+            raise ValueError("box_head_std > 0 with gradient_checkpointing is not supported: the "
+                             "head's policy pass shares the prompt's KV cache")  # fmt: skip
         if cfg.beta > 0 and not self.is_lora:  # full fine-tuning: a frozen copy of the start
             self.ref_model = copy.deepcopy(model.model).eval().requires_grad_(False)
         elif cfg.beta > 0 and holds_adapter(cfg.model):
@@ -209,7 +219,23 @@ class GRPOTrainer(GroupRollouts, Trainer):
             importance_sampling_level=cfg.importance_sampling_level,
         )  # fmt: skip
         tokens.entropy = entropy[0] * mask
-        return reduce_loss(tokens.loss, mask, cfg.loss_type, **sizes), tokens
+        loss = reduce_loss(tokens.loss, mask, cfg.loss_type, **sizes)
+        if rollout.box_actions is not None:
+            loss = loss + self.box_policy_loss(rollout, sizes["n_sequences"])
+        return loss, tokens
+
+    def box_policy_loss(self, rollout: Rollout, n_sequences: int) -> torch.Tensor:
+        """REINFORCE on the box head's Gaussian policy (``config.box_head_std`` = σ):
+        ``-Σ_i A_i log N(a_i; μ_θ(i), σ²) / n_sequences`` over the completions with a box,
+        where ``a_i`` is the box drawn in the rollout and ``μ_θ(i)`` the head's box now (with
+        grad, through the hidden state it reads). The constant of the log-density is dropped."""
+        with self.accelerator.autocast():
+            means, present = head_boxes(self.vlm, rollout.inputs, rollout.box_probes)
+        means = means.float()
+        actions = rollout.box_actions.to(means.device)
+        log_density = -((actions - means) ** 2).sum(dim=1) / (2 * self.config.box_head_std**2)
+        advantages = rollout.advantages.to(means.device) * present.to(means.device)
+        return -(advantages * log_density).sum() / n_sequences
 
     def _sizes(self, rollouts: Sequence[Rollout]) -> dict[str, int]:
         """`reduce_loss`'s counts for a batch; the global token count is summed over every

@@ -64,6 +64,13 @@ class GRPOConfig(TrainConfig):
             and their groups with reward spread replace those (0: off). The step then learns
             from ``batch_size`` informative groups when the draws find them; the batches
             drawn count as consumed, as a resumed run sees them.
+        box_head_std: σ of the box head's Gaussian policy, in normalised box units (e.g.
+            0.05). With the ``box_head`` reward, each completion's box is drawn from
+            N(head's box, σ²) per coordinate, the reward scores the drawn box, and the head (and
+            the hidden state it reads) is trained by REINFORCE on the draw's log-density with
+            the group's advantage: ``loss += -Σ_i A_i log N(a_i; μ_θ, σ²) / n_sequences``
+            (no importance ratio, clip or KL on this term). 0: the head's box is scored as is
+            and gets no gradient.
         rewards: Reward names, from ``format``, ``accuracy``, ``box_iou``, ``box_head`` (the
             box head's prediction; needs a model with a box head), ``severity``,
             ``reasoning_length`` (`medvl.train.rewards`).
@@ -93,6 +100,7 @@ class GRPOConfig(TrainConfig):
     mask_truncated_completions: bool = False
     dynamic_sampling: int = 0
     entropy_shaping: float = 0.0
+    box_head_std: float = 0.0
     rewards: list[str] = field(default_factory=lambda: ["format", "accuracy", "severity"])
     reward_weights: list[float] | None = None
 
@@ -103,6 +111,8 @@ class GRPOConfig(TrainConfig):
             raise ValueError(f"num_generations must be >= 2, got {self.num_generations}")
         if self.dynamic_sampling < 0:
             raise ValueError(f"dynamic_sampling must be >= 0, got {self.dynamic_sampling}")
+        if self.box_head_std < 0:
+            raise ValueError(f"box_head_std must be >= 0, got {self.box_head_std}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.entropy_shaping < 1:

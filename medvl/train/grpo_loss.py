@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -246,6 +246,11 @@ class Rollout:
             when ``num_iterations > 1``.
         shaped: The advantages were shaped by entropy already (first update), so later
             updates on the same rollouts use the same ones.
+        box_probes: What the box head read (`medvl.train.rollouts.BoxProbes`), when its box
+            was drawn from a Gaussian policy (``box_head_std > 0``).
+        box_actions: ``(G, 2 * dim)`` the drawn boxes before clamping (the actions whose
+            log-density trains the head); rows without a ``<|box|>`` are ignored.
+        box_present: ``(G,)`` True where the completion had a box to draw.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -258,3 +263,6 @@ class Rollout:
     advantages: torch.Tensor | None = None
     old_logp: torch.Tensor | None = None
     shaped: bool = False
+    box_probes: Any = None
+    box_actions: torch.Tensor | None = None
+    box_present: torch.Tensor | None = None

@@ -18,7 +18,7 @@ import torch
 
 from medvl.train import rewards as R
 from medvl.train.grpo_loss import Rollout
-from medvl.train.rollouts import read_head_boxes, sample_group
+from medvl.train.rollouts import box_probes, head_boxes, read_head_boxes, sample_group
 
 __all__ = ["GroupRollouts", "has_spread", "sample_columns"]
 
@@ -97,13 +97,39 @@ class GroupRollouts:
         truncated = ~stops.any(dim=1)
         texts = [vlm.tokenizer.decode(row[m.bool() & ~s], skip_special_tokens=False)
                  for row, m, s in zip(ids, mask, stops, strict=True)]  # fmt: skip
-        head_boxes = None
+        head_boxes, drawn = None, {}
         if any(f is R.box_head_iou_reward for f in self.reward_funcs):
             with self.accelerator.autocast():
-                head_boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
+                if cfg.box_head_std > 0:
+                    head_boxes, drawn = self._draw_boxes(inputs, ids, stops, encoded.context)
+                else:
+                    head_boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
         total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
                                   head_boxes)  # fmt: skip
-        return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts)
+        return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts, **drawn)
+
+    def _draw_boxes(
+        self, inputs: Mapping[str, Any], ids: torch.Tensor, stops: torch.Tensor, context: Any
+    ) -> tuple[list[list[float] | None], dict[str, Any]]:
+        """The box head's Gaussian policy: per completion, a box drawn around the head's
+        (``config.box_head_std``), clamped and ordered into a valid box for the reward; and
+        the `Rollout` fields the policy pass trains the head from."""
+        probes = box_probes(self.vlm, ids, stops, context)
+        if probes is None:
+            return [None] * ids.shape[0], {}
+        was_training = self.vlm.training
+        self.vlm.eval()
+        try:
+            means, present = head_boxes(self.vlm, inputs, probes)
+        finally:
+            self.vlm.train(was_training)
+        actions = means.float() + self.config.box_head_std * torch.randn_like(means.float())
+        k = actions.shape[1] // 2
+        lower = torch.minimum(actions[:, :k], actions[:, k:])
+        upper = torch.maximum(actions[:, :k], actions[:, k:])
+        boxes = torch.cat([lower, upper], dim=1).clamp(0.0, 1.0).cpu().tolist()
+        shown = [b if p else None for b, p in zip(boxes, present.tolist(), strict=True)]
+        return shown, {"box_probes": probes, "box_actions": actions, "box_present": present}
 
     def score(
         self,

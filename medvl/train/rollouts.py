@@ -14,6 +14,7 @@ draws what ``generate`` draws; greedy decoding gives ``generate``'s tokens.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +28,14 @@ from transformers import (
 
 from medvl.train.logprobs import _check, _positions, _vlm, shared_prefix_hidden_states
 
-__all__ = ["read_head_boxes", "sample_group", "sampling_warpers"]
+__all__ = [
+    "BoxProbes",
+    "box_probes",
+    "head_boxes",
+    "read_head_boxes",
+    "sample_group",
+    "sampling_warpers",
+]
 
 
 def sampling_warpers(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Any:
@@ -118,7 +126,78 @@ def sample_group(
     return torch.stack(tokens, dim=1)
 
 
-@torch.no_grad()
+@dataclass
+class BoxProbes:
+    """What the box head reads for G completions of one prompt.
+
+    Attributes:
+        tokens: ``(G, W)`` each completion's reply up to its first stop, with ``<|box|>``
+            appended for a grounding question whose reply has none; right-padded.
+        mask: ``(G, W)``, 1 on real tokens.
+        head: The box head's name (``box2d`` / ``box3d``).
+        box_id: The ``<|box|>`` token id.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    head: str
+    box_id: int
+
+
+def box_probes(vlm: Any, ids: torch.Tensor, stops: torch.Tensor, context: Any) -> BoxProbes | None:
+    """The tokens the box head reads for each of G completions (as `MedVLM.answer` does at
+    inference); None when the model has no box head for this scan's dimension or no
+    completion holds a reply to read.
+
+    Args:
+        vlm: The `MedVLM`.
+        ids: ``(G, L)`` sampled tokens.
+        stops: ``(G, L)``, True at end-of-turn / padding tokens.
+        context: The question's `AnswerContext` (``scan_ndim``, ``answer_type``).
+    """
+    name = f"box{context.scan_ndim}d"
+    if name not in vlm.heads:
+        return None
+    box_id, grounding = vlm._box_id, context.answer_type == "grounding"
+    probes = []
+    for row, stop in zip(ids, stops, strict=True):
+        reply = row[: int(stop.nonzero()[0]) if stop.any() else row.shape[0]]
+        if grounding and not bool((reply == box_id).any()):
+            reply = torch.cat([reply, reply.new_tensor([box_id])])
+        probes.append(reply)
+    width = max(len(p) for p in probes)
+    if width == 0:  # every completion ended at once, none with a box token
+        return None
+    tokens = ids.new_full((len(probes), width), vlm.tokenizer.pad_token_id)
+    mask = torch.zeros_like(tokens)
+    for i, probe in enumerate(probes):
+        tokens[i, : len(probe)], mask[i, : len(probe)] = probe, 1
+    return BoxProbes(tokens, mask, name, box_id)
+
+
+def head_boxes(
+    vlm: Any, prompt_inputs: Mapping[str, Any], probes: BoxProbes
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box head's boxes at each probe's first ``<|box|>`` token, the prompt and its scan
+    run once for the group (`medvl.train.logprobs.shared_prefix_hidden_states`).
+
+    Differentiable when grad is on: GRPO's policy pass trains the head through it
+    (`medvl.train.grpo_config.GRPOConfig.box_head_std`).
+
+    Returns:
+        ``(G, 2 * dim)`` normalised boxes (zeros where a probe has no ``<|box|>``) and ``(G,)``
+        True where it has one.
+    """
+    hidden = shared_prefix_hidden_states(vlm.model, prompt_inputs, probes.tokens, probes.mask)
+    head = vlm.heads[probes.head]
+    hits = (probes.tokens == probes.box_id) & probes.mask.bool()
+    present = hits.any(dim=1)
+    first = hits.long().argmax(dim=1)  # the first hit's index (0 where none: masked below)
+    states = hidden[torch.arange(len(first), device=hidden.device), first.to(hidden.device)]
+    boxes = head(states.to(next(head.parameters()).device))
+    return boxes * present.to(boxes.device, boxes.dtype)[:, None], present.cpu()
+
+
 def read_head_boxes(
     vlm: Any,
     prompt_inputs: Mapping[str, Any],
@@ -126,11 +205,11 @@ def read_head_boxes(
     stops: torch.Tensor,
     context: Any,
 ) -> list[list[float] | None]:
-    """The box head's box for each of G completions, in scan coordinates.
+    """The box head's box for each of G completions, in medvl's normalised coordinates.
 
     Read at each completion's first ``<|box|>`` token (appended after the reply for a
     grounding question, as `MedVLM.answer` does), with the prompt and scan run once for the
-    group (`medvl.train.logprobs.shared_prefix_hidden_states`), in eval mode.
+    group, in eval mode, without grad (`box_probes`, `head_boxes`).
 
     Args:
         vlm: The `MedVLM`.
@@ -143,36 +222,15 @@ def read_head_boxes(
         One ``[x1, y1, x2, y2]`` / ``[x1, y1, z1, x2, y2, z2]`` per completion; None for a
         completion without the token, or for all when the model has no box head of that kind.
     """
-    name = f"box{context.scan_ndim}d"
-    if name not in vlm.heads:
+    probes = box_probes(vlm, ids, stops, context)
+    if probes is None:
         return [None] * ids.shape[0]
-    box_id, grounding = vlm._box_id, context.answer_type == "grounding"
-    probes = []
-    for row, stop in zip(ids, stops, strict=True):
-        reply = row[: int(stop.nonzero()[0]) if stop.any() else row.shape[0]]
-        if grounding and not bool((reply == box_id).any()):
-            reply = torch.cat([reply, reply.new_tensor([box_id])])
-        probes.append(reply)
-    width = max(len(p) for p in probes)
-    if width == 0:  # every completion ended at once, none with a box token
-        return [None] * len(probes)
-    tokens = ids.new_full((len(probes), width), vlm.tokenizer.pad_token_id)
-    mask = torch.zeros_like(tokens)
-    for i, probe in enumerate(probes):
-        tokens[i, : len(probe)], mask[i, : len(probe)] = probe, 1
     was_training = vlm.training
     vlm.eval()
     try:
-        hidden = shared_prefix_hidden_states(vlm.model, prompt_inputs, tokens, mask)
+        with torch.no_grad():
+            boxes, present = head_boxes(vlm, prompt_inputs, probes)
     finally:
         vlm.train(was_training)
-    head = vlm.heads[name]
-    boxes: list[list[float] | None] = []
-    for i in range(len(probes)):
-        at = ((tokens[i] == box_id) & mask[i].bool()).nonzero()
-        if len(at) == 0:
-            boxes.append(None)
-            continue
-        state = hidden[i, int(at[0])].to(next(head.parameters()).device)
-        boxes.append(head(state[None])[0].float().cpu().tolist())
-    return boxes
+    return [b if p else None for b, p in zip(boxes.float().cpu().tolist(), present.tolist(),
+                                             strict=True)]  # fmt: skip
