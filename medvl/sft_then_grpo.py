@@ -94,6 +94,7 @@ def run_sft_then_grpo(
     grpo_batch_size: int = 4,
     beta: float = 0.04,
     dynamic_sampling: int = 0,
+    box_head_std: float = 0.0,
     rewards: Sequence[str] = ("accuracy",),
     grpo_types: Sequence[str] | None = None,
     heads: Sequence[str] = (),
@@ -124,6 +125,9 @@ def run_sft_then_grpo(
             spread (`medvl.train.grpo_config.GRPOConfig.dynamic_sampling`; 0: off). 4, with
             β 0.04, made the nodule gain significant on GRPO seeds 0 and 1 of 0, 1, 2 rather
             than on seed 0 alone (docs/learning.md, section 3).
+        box_head_std: σ of the box head's Gaussian policy in GRPO (with the ``box_head``
+            reward; `medvl.train.grpo_config.GRPOConfig.box_head_std`; 0: GRPO does not train
+            the head).
         rewards: GRPO's rewards (`medvl.train.grpo_config.REWARD_NAMES`).
         grpo_types: The answer types GRPO trains on (None: all that ``questions`` ask); every
             type is still evaluated.
@@ -179,6 +183,7 @@ def run_sft_then_grpo(
         rewards=list(rewards), lr=grpo_lr, lr_scheduler="constant", warmup_steps=0,
         max_steps=grpo_steps, batch_size=grpo_batch_size, num_generations=num_generations,
         max_new_tokens=max_new_tokens, beta=beta, dynamic_sampling=dynamic_sampling,
+        box_head_std=box_head_std,
         save_every=None, report_to="none", seed=seed, progress=progress, log_every=50,
         dataset=DatasetConfig(cache="memory"),
     )  # fmt: skip
