@@ -9,7 +9,9 @@ MedVLM-R1 end to end (`medvl.sft_then_grpo`): phantoms of all three kinds with k
 (training, validation and held-out cases from different seeds), SFT with a box head of the tiny
 Qwen2.5-VL (or of ``--model``)
 ("Is there a pulmonary nodule" on chest X-rays, where is the lesion on fundus photographs and
-knee MRI volumes), GRPO from the SFT checkpoint with verifiable rewards, and the base model, SFT
+knee MRI volumes), GRPO from the SFT checkpoint with verifiable rewards (format and accuracy
+on the closed question, the box head's IoU on the lesions, the head trained as a Gaussian
+policy), and the base model, SFT
 and GRPO on the held-out cases with their own and with swapped scans: accuracy and mean IoU per
 answer type with 95% CIs beside chance, the prior and the training mean box, GRPO − SFT with a
 paired bootstrap CI and McNemar's test, and the report of the three stages (docs/learning.md,
@@ -66,8 +68,8 @@ photographs and knee MRI volumes, answered by the box head."""
 PIPELINE_MODEL = "tiny:qwen2_5_vl-tiny"
 """Part two's model when no ``--model`` is given: the build its recipe was measured on."""
 
-GRPO = {"rewards": ("format", "accuracy"), "grpo_types": ("closed",), "beta": 0.04,
-        "dynamic_sampling": 4}  # fmt: skip
+GRPO = {"rewards": ("format", "accuracy", "box_head"), "grpo_types": ("closed", "grounding"),
+        "beta": 0.04, "dynamic_sampling": 4, "box_head_std": 0.1}  # fmt: skip
 """Part two's GRPO settings (`medvl.sft_then_grpo.run_sft_then_grpo`); what else was tried and
 what each gave: docs/learning.md, section 3."""
 
@@ -202,8 +204,9 @@ def method_on_phantoms(
     print(f"[4/5] the method on phantoms ({asked}; training / validation / held-out cases from "
           f"different seeds): SFT of {model} with a box head ({sft_steps} steps), "
           f"then GRPO from that checkpoint ({grpo_steps} steps, 8 answers per question, rewards "
-          f"{', '.join(GRPO['rewards'])} on the {'/'.join(GRPO['grpo_types'])} questions, KL "
-          "to the SFT model)")  # fmt: skip
+          f"{', '.join(GRPO['rewards'])} on the {'/'.join(GRPO['grpo_types'])} questions, the "
+          f"box head a Gaussian policy (σ {GRPO['box_head_std']}), KL to the SFT "
+          "model)")  # fmt: skip
     stages = run_sft_then_grpo(out, phantoms, sft_steps=sft_steps, grpo_steps=grpo_steps,
                                heads=("box",), model=model, progress=True, **GRPO)  # fmt: skip
     if stages.sft_val_loss is not None:

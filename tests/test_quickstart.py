@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import torch
+from safetensors.torch import load_file
+
 from medvl.cli import main
 from medvl.quickstart import run_quickstart
 from medvl.scans.examples import example_scans
@@ -48,4 +51,8 @@ def test_quickstart_fast_runs_every_stage_through_the_cli(tmp_path, monkeypatch,
     assert html.is_file() and f"worst cases drawn): {html}" in printed
     grpo = run / "grpo" / "final"
     assert (grpo / "heads.safetensors").is_file()
+    # GRPO trained the box head as a policy: its weights left SFT's.
+    sft_head = load_file(run / "sft_stage" / "sft" / "final" / "heads.safetensors")
+    grpo_head = load_file(grpo / "heads.safetensors")
+    assert any(not torch.equal(sft_head[k], grpo_head[k]) for k in sft_head)
     assert f"medvl demo --model {grpo}" in printed
