@@ -147,7 +147,7 @@ class BoxProbes:
 def box_probes(vlm: Any, ids: torch.Tensor, stops: torch.Tensor, context: Any) -> BoxProbes | None:
     """The tokens the box head reads for each of G completions (as `MedVLM.answer` does at
     inference); None when the model has no box head for this scan's dimension or no
-    completion holds a reply to read.
+    completion holds a ``<|box|>`` (a closed question's replies: the head is not run).
 
     Args:
         vlm: The `MedVLM`.
@@ -165,9 +165,9 @@ def box_probes(vlm: Any, ids: torch.Tensor, stops: torch.Tensor, context: Any) -
         if grounding and not bool((reply == box_id).any()):
             reply = torch.cat([reply, reply.new_tensor([box_id])])
         probes.append(reply)
-    width = max(len(p) for p in probes)
-    if width == 0:  # every completion ended at once, none with a box token
+    if not any(bool((p == box_id).any()) for p in probes):  # nothing for the head to read
         return None
+    width = max(len(p) for p in probes)
     tokens = ids.new_full((len(probes), width), vlm.tokenizer.pad_token_id)
     mask = torch.zeros_like(tokens)
     for i, probe in enumerate(probes):
