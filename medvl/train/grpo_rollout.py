@@ -97,15 +97,15 @@ class GroupRollouts:
         truncated = ~stops.any(dim=1)
         texts = [vlm.tokenizer.decode(row[m.bool() & ~s], skip_special_tokens=False)
                  for row, m, s in zip(ids, mask, stops, strict=True)]  # fmt: skip
-        head_boxes, drawn = None, {}
+        boxes, drawn = None, {}
         if any(f is R.box_head_iou_reward for f in self.reward_funcs):
             with self.accelerator.autocast():
                 if cfg.box_head_std > 0:
-                    head_boxes, drawn = self._draw_boxes(inputs, ids, stops, encoded.context)
+                    boxes, drawn = self._draw_boxes(inputs, ids, stops, encoded.context)
                 else:
-                    head_boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
+                    boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
         total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
-                                  head_boxes)  # fmt: skip
+                                  boxes)  # fmt: skip
         return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts, **drawn)
 
     def _draw_boxes(
