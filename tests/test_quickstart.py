@@ -36,13 +36,15 @@ def test_quickstart_fast_runs_every_stage_through_the_cli(tmp_path, monkeypatch,
     run = out / "sft_then_grpo"
     assert (run / "sft_stage" / "sft" / "final" / "heads.safetensors").is_file()
     assert re.search(r"SFT's loss on the validation cases at its end: \d+\.\d{3}", printed)
-    for kind in ("closed", "grounding"):
+    for kind in ("closed", "severity", "grounding"):
         table = printed.split(f"\n{kind} questions:\n")[1]
         for stage in ("base", "sft", "grpo"):
             assert re.search(rf"^\| {stage} \| \d+ \| \d\.\d{{3}} \[", table, re.M), (kind, stage)
     assert "mean IoU [95% CI]" in printed.split("\ngrounding questions:\n")[1]
     assert re.search(r"grpo − sft: [+-]\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]", printed)
-    assert re.search(r"^closed: SFT \d\.\d\d, GRPO \d\.\d\d .*: GRPO", printed, re.M)
+    for kind in ("closed", "severity"):
+        assert re.search(rf"^{kind}: SFT \d\.\d\d, GRPO \d\.\d\d .*: GRPO", printed, re.M)
+    assert "rewards format, accuracy, box_head, severity" in printed
     assert re.search(r"^grounding: mean IoU SFT \d\.\d\d, GRPO \d\.\d\d", printed, re.M)
     boxes = re.findall(r"- (\w+)-\S+: GRPO's box \[.*\] \(from the head\), truth \[.*\], "
                        r"IoU \d\.\d\d", printed)  # fmt: skip

@@ -25,8 +25,8 @@ class GRPOConfig(TrainConfig):
     The shared fields are `TrainConfig`'s; for GRPO, ``train_manifest`` holds the prompts (each
     Sample is one group), ``batch_size`` is prompts per optimizer step (per process; their
     groups are backpropagated one at a time, so it accumulates gradients over prompts with the
-    memory of one group), ``heads``
-    are loaded but get no gradient from the reward, and the reference model for the KL term is
+    memory of one group), ``heads`` are loaded and get a gradient only as the box head's
+    Gaussian policy (``box_head_std`` > 0), and the reference model for the KL term is
     the model GRPO started from: a ``model`` folder holding a LoRA adapter (SFT's ``final/``)
     keeps training that adapter (``lora`` is not used) beside a frozen copy of it; with a new
     ``lora`` the reference is the model with the adapter disabled (no second copy); with full
