@@ -18,7 +18,7 @@ import torch
 
 from medvl.train import rewards as R
 from medvl.train.grpo_loss import Rollout
-from medvl.train.rollouts import box_probes, head_boxes, read_head_boxes, sample_group
+from medvl.train.rollouts import box_probes, read_head_boxes, sample_group, sampled_head_boxes
 
 __all__ = ["GroupRollouts", "has_spread", "sample_columns"]
 
@@ -117,12 +117,7 @@ class GroupRollouts:
         probes = box_probes(self.vlm, ids, stops, context)
         if probes is None:
             return [None] * ids.shape[0], {}
-        was_training = self.vlm.training
-        self.vlm.eval()
-        try:
-            means, present = head_boxes(self.vlm, inputs, probes)
-        finally:
-            self.vlm.train(was_training)
+        means, present = sampled_head_boxes(self.vlm, inputs, probes)
         actions = means.float() + self.config.box_head_std * torch.randn_like(means.float())
         k = actions.shape[1] // 2
         lower = torch.minimum(actions[:, :k], actions[:, k:])

@@ -33,6 +33,7 @@ __all__ = [
     "box_probes",
     "head_boxes",
     "read_head_boxes",
+    "sampled_head_boxes",
     "sample_group",
     "sampling_warpers",
 ]
@@ -198,6 +199,20 @@ def head_boxes(
     return boxes * present.to(boxes.device, boxes.dtype)[:, None], present.cpu()
 
 
+def sampled_head_boxes(
+    vlm: Any, prompt_inputs: Mapping[str, Any], probes: BoxProbes
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`head_boxes` as the rollout reads them: in eval mode (no dropout, as the completions
+    were sampled), without grad; the model's mode is restored after."""
+    was_training = vlm.training
+    vlm.eval()
+    try:
+        with torch.no_grad():
+            return head_boxes(vlm, prompt_inputs, probes)
+    finally:
+        vlm.train(was_training)
+
+
 def read_head_boxes(
     vlm: Any,
     prompt_inputs: Mapping[str, Any],
@@ -225,12 +240,6 @@ def read_head_boxes(
     probes = box_probes(vlm, ids, stops, context)
     if probes is None:
         return [None] * ids.shape[0]
-    was_training = vlm.training
-    vlm.eval()
-    try:
-        with torch.no_grad():
-            boxes, present = head_boxes(vlm, prompt_inputs, probes)
-    finally:
-        vlm.train(was_training)
+    boxes, present = sampled_head_boxes(vlm, prompt_inputs, probes)
     return [b if p else None for b, p in zip(boxes.float().cpu().tolist(), present.tolist(),
                                              strict=True)]  # fmt: skip
