@@ -278,26 +278,21 @@ def phantom_samples_of(
     from tqdm.auto import tqdm
 
     from medvl.data.phantom_samples import phantom_samples
-    from medvl.scans.phantoms import MAKERS, case_seed
-    from medvl.scans.phantoms.chest import make_chest_case
-    from medvl.scans.phantoms.writers import write_case
+    from medvl.scans.phantoms import MAKERS, PhantomJob, case_seed, make_and_write
 
     if unknown := [p.kind for p in parts if p.kind not in MAKERS]:
         raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
     counts = [getattr(p, f"{split}_cases") for p in parts]
-    bar = tqdm(total=sum(counts), desc=f"{split} phantoms", disable=not progress)
-
-    def cases(kind: str, n: int):
-        for i in range(n):
-            seed = case_seed(set_seed, i)
-            case = make_chest_case(seed, difficulty) if kind == "chest" else MAKERS[kind](seed)
-            write_case(case, folder)
-            bar.update()
-            yield case
+    jobs = [PhantomJob(p.kind, case_seed(set_seed, i), difficulty)
+            for p, n in zip(parts, counts, strict=True) for i in range(n)]  # fmt: skip
+    bar = tqdm(make_and_write(jobs, folder), total=len(jobs), desc=f"{split} phantoms",
+               disable=not progress)  # fmt: skip
+    made = iter(bar)
 
     kept = []
     for part, n in zip(parts, counts, strict=True):
-        for s in phantom_samples(cases(part.kind, n)):
+        # Each part's samples share one answer balancer, as when the part is made alone.
+        for s in phantom_samples(next(made) for _ in range(n)):
             if s.answer_type in part.types and (not part.question or part.question in s.question):
                 kept.append(Sample.from_dict(s.to_dict() | {"split": split}))
     bar.close()

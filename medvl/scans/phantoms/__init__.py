@@ -21,6 +21,7 @@ from medvl.scans.phantoms.case import Finding, PhantomCase, mask_box
 from medvl.scans.phantoms.chest import make_chest_case
 from medvl.scans.phantoms.fundus import make_fundus_case
 from medvl.scans.phantoms.knee import make_knee_case
+from medvl.scans.phantoms.parallel import PhantomJob, make_and_write
 from medvl.scans.phantoms.writers import write_case
 
 __all__ = [
@@ -28,11 +29,13 @@ __all__ = [
     "MAX_CASES",
     "Finding",
     "PhantomCase",
+    "PhantomJob",
     "case_seed",
     "generate_phantoms",
     "iter_phantoms",
     "make_chest_case",
     "make_fundus_case",
+    "make_and_write",
     "make_knee_case",
     "mask_box",
     "write_case",
@@ -84,10 +87,9 @@ def generate_phantoms(
         modalities: Kinds to make, among ``"knee"``, ``"fundus"``, ``"chest"``.
 
     Returns:
-        The cases, with ``paths`` filled in.
+        The cases (interleaved as `iter_phantoms` yields them), with ``paths`` filled in;
+        made on several processes when there are many (`make_and_write`).
     """
-    cases = []
-    for case in iter_phantoms(n, seed, modalities):
-        write_case(case, out_dir)
-        cases.append(case)
-    return cases
+    kinds = list(modalities)
+    jobs = [PhantomJob(kind, case_seed(seed, i)) for i in range(n) for kind in kinds]
+    return list(make_and_write(jobs, out_dir))
