@@ -285,17 +285,27 @@ def phantom_samples_of(
     counts = [getattr(p, f"{split}_cases") for p in parts]
     jobs = [PhantomJob(p.kind, case_seed(set_seed, i), difficulty)
             for p, n in zip(parts, counts, strict=True) for i in range(n)]  # fmt: skip
-    bar = tqdm(make_and_write(jobs, folder), total=len(jobs), desc=f"{split} phantoms",
-               disable=not progress)  # fmt: skip
-    made = iter(bar)
+    bar = tqdm(total=len(jobs), desc=f"{split} phantoms", disable=not progress)
+    made = make_and_write(jobs, folder)
+
+    def taken(n: int):
+        for _ in range(n):
+            case = next(made)
+            bar.update()
+            yield case
 
     kept = []
-    for part, n in zip(parts, counts, strict=True):
-        # Each part's samples share one answer balancer, as when the part is made alone.
-        for s in phantom_samples(next(made) for _ in range(n)):
-            if s.answer_type in part.types and (not part.question or part.question in s.question):
-                kept.append(Sample.from_dict(s.to_dict() | {"split": split}))
-    bar.close()
+    try:
+        for part, n in zip(parts, counts, strict=True):
+            # Each part's samples share one answer balancer, as when the part is made alone.
+            for s in phantom_samples(taken(n)):
+                if s.answer_type in part.types and (
+                    not part.question or part.question in s.question
+                ):
+                    kept.append(Sample.from_dict(s.to_dict() | {"split": split}))
+    finally:
+        made.close()  # shuts the workers down
+        bar.close()
     return kept
 
 

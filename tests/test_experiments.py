@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from medvl.experiments import run_phantom_reading
+from medvl.experiments import PhantomQuestions, phantom_samples_of, run_phantom_reading
+
+
+def test_phantom_samples_of_counts_every_case_and_keeps_what_is_asked(tmp_path, capsys):
+    parts = [PhantomQuestions("chest", ("closed",), "nodule", test_cases=5),
+             PhantomQuestions("fundus", ("grounding",), test_cases=3)]  # fmt: skip
+    samples = phantom_samples_of(tmp_path, parts, 2, "easiest", "test", progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert "test phantoms: 100%" in bar and "8/8" in bar, bar  # the bar ends full
+    kinds = {(s.anatomy, s.answer_type) for s in samples}
+    assert kinds == {("chest", "closed"), ("fundus", "grounding")}
+    assert all("nodule" in s.question for s in samples if s.anatomy == "chest")
+    assert len([s for s in samples if s.anatomy == "fundus"]) == 3
+    assert {s.split for s in samples} == {"test"}
 
 
 def test_tiny_model_reads_the_easiest_chest_nodule(tmp_path):
