@@ -278,10 +278,8 @@ def phantom_samples_of(
     from tqdm.auto import tqdm
 
     from medvl.data.phantom_samples import phantom_samples
-    from medvl.scans.phantoms import MAKERS, PhantomJob, case_seed, make_and_write
+    from medvl.scans.phantoms import PhantomJob, case_seed, make_and_write
 
-    if unknown := [p.kind for p in parts if p.kind not in MAKERS]:
-        raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
     counts = [getattr(p, f"{split}_cases") for p in parts]
     jobs = [PhantomJob(p.kind, case_seed(set_seed, i), difficulty)
             for p, n in zip(parts, counts, strict=True) for i in range(n)]  # fmt: skip

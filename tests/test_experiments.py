@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from medvl.experiments import PhantomQuestions, phantom_samples_of, run_phantom_reading
 
 
@@ -16,6 +18,9 @@ def test_phantom_samples_of_counts_every_case_and_keeps_what_is_asked(tmp_path, 
     assert all("nodule" in s.question for s in samples if s.anatomy == "chest")
     assert len([s for s in samples if s.anatomy == "fundus"]) == 3
     assert {s.split for s in samples} == {"test"}
+    with pytest.raises(ValueError, match=r"unknown phantom kind\(s\) \['brain'\]"):
+        phantom_samples_of(tmp_path / "none", [PhantomQuestions("brain")], 2, "easiest", "test")
+    assert not (tmp_path / "none").exists()
 
 
 def test_tiny_model_reads_the_easiest_chest_nodule(tmp_path):

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from medvl.data.balance import LETTERS, AnswerBalancer
 from medvl.data.manifest import write_manifest
 from medvl.data.sample import Sample
-from medvl.scans.phantoms import PhantomCase, PhantomJob, case_seed, make_and_write
+from medvl.scans.phantoms import PhantomCase, make_and_write, phantom_jobs
 from medvl.scans.phantoms.fundus import DR_GRADES
 from medvl.scans.phantoms.vocab import LOCATIONS, NAMES, SEEN, presence_question, verb
 from medvl.scans.phantoms.writers import LAYOUT
@@ -327,8 +327,7 @@ def generate_phantom_dataset(
         The manifest's path; it passes ``validate_manifest(path, check_files=True)``.
     """
     out_dir = Path(out_dir)
-    kinds = list(modalities)
-    jobs = [PhantomJob(kind, case_seed(seed, i)) for i in range(n) for kind in kinds]
+    jobs = phantom_jobs(n, seed, modalities)
     cases = tqdm(make_and_write(jobs, out_dir), total=len(jobs), desc="phantoms", unit="case",
                  disable=not progress)  # fmt: skip
     return write_manifest(out_dir / "manifest.jsonl", phantom_samples(cases))

@@ -31,6 +31,7 @@ __all__ = [
     "PhantomCase",
     "PhantomJob",
     "case_seed",
+    "check_kinds",
     "generate_phantoms",
     "iter_phantoms",
     "make_chest_case",
@@ -38,6 +39,7 @@ __all__ = [
     "make_and_write",
     "make_knee_case",
     "mask_box",
+    "phantom_jobs",
     "write_case",
 ]
 
@@ -56,20 +58,36 @@ def case_seed(seed: int, index: int) -> int:
     return seed * MAX_CASES + index
 
 
-def iter_phantoms(
+def check_kinds(kinds: Iterable[str]) -> None:
+    """Raises ValueError naming each kind that is not one of `MAKERS`."""
+    if unknown := sorted(set(kinds) - set(MAKERS)):
+        raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
+
+
+def phantom_jobs(
     n: int, seed: int = 0, modalities: Iterable[str] = ("knee", "fundus", "chest")
-) -> Iterator[PhantomCase]:
-    """Yields ``n`` cases of each kind, interleaved (knee 0, fundus 0, chest 0, knee 1, ...).
+) -> list[PhantomJob]:
+    """The cases of a set: ``n`` of each kind, interleaved (knee 0, fundus 0, chest 0, knee 1,
+    ...), case ``i`` from ``case_seed(seed, i)``.
 
     Raises:
         ValueError: For an unknown kind.
     """
     kinds = list(modalities)
-    if unknown := [k for k in kinds if k not in MAKERS]:
-        raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
-    for i in range(n):
-        for kind in kinds:
-            yield MAKERS[kind](case_seed(seed, i))
+    check_kinds(kinds)
+    return [PhantomJob(kind, case_seed(seed, i)) for i in range(n) for kind in kinds]
+
+
+def iter_phantoms(
+    n: int, seed: int = 0, modalities: Iterable[str] = ("knee", "fundus", "chest")
+) -> Iterator[PhantomCase]:
+    """Yields the cases of `phantom_jobs`, made in this process and not written.
+
+    Raises:
+        ValueError: For an unknown kind.
+    """
+    for job in phantom_jobs(n, seed, modalities):
+        yield MAKERS[job.kind](job.seed)
 
 
 def generate_phantoms(
@@ -90,6 +108,4 @@ def generate_phantoms(
         The cases (interleaved as `iter_phantoms` yields them), with ``paths`` filled in;
         made on several processes when there are many (`make_and_write`).
     """
-    kinds = list(modalities)
-    jobs = [PhantomJob(kind, case_seed(seed, i)) for i in range(n) for kind in kinds]
-    return list(make_and_write(jobs, out_dir))
+    return list(make_and_write(phantom_jobs(n, seed, modalities), out_dir))

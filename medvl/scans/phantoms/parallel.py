@@ -32,8 +32,8 @@ from medvl.scans.phantoms.case import PhantomCase
 __all__ = ["MIN_PARALLEL_JOBS", "PhantomJob", "default_workers", "make_and_write"]
 
 MIN_PARALLEL_JOBS = 64
-"""Fewer jobs than this are made in this process: a worker's start (its imports, a few
-seconds) would cost more than it saves."""
+"""Fewer jobs than this are made in this process: starting the pool and sending each case back
+would cost about what the workers save."""
 
 
 class PhantomJob(NamedTuple):
@@ -83,10 +83,9 @@ def make_and_write(
     Raises:
         ValueError: For an unknown kind, before any case is made.
     """
-    from medvl.scans.phantoms import MAKERS
+    from medvl.scans.phantoms import check_kinds
 
-    if unknown := sorted({j.kind for j in jobs} - set(MAKERS)):
-        raise ValueError(f"unknown phantom kind(s) {unknown}; choose from {list(MAKERS)}")
+    check_kinds(job.kind for job in jobs)
     workers = default_workers() if workers is None else workers
     if workers <= 1 or len(jobs) < MIN_PARALLEL_JOBS or not sys.platform.startswith("linux"):
         for job in jobs:
