@@ -47,12 +47,22 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _phantom_kinds(text: str) -> list[str]:
+    """``--kinds``: a bad kind is a usage error, told before anything is written."""
+    from medvl.scans.phantoms import check_kinds
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    try:
+        check_kinds(kinds)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return kinds
+
+
 def _cmd_data_phantoms(args: argparse.Namespace) -> int:
     from medvl.data.phantom_samples import generate_phantom_dataset
 
-    manifest = generate_phantom_dataset(
-        args.out, n=args.n, seed=args.seed, modalities=args.kinds.split(",")
-    )
+    manifest = generate_phantom_dataset(args.out, n=args.n, seed=args.seed, modalities=args.kinds)
     print(manifest)
     return 0
 
@@ -230,9 +240,8 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     phantoms.add_argument("--out", required=True, help="output folder")
     phantoms.add_argument("--n", type=int, default=10, help="cases per kind (default 10)")
     phantoms.add_argument("--seed", type=int, default=0)
-    phantoms.add_argument(
-        "--kinds", default="knee,fundus,chest", help="comma-separated: knee, fundus, chest"
-    )
+    phantoms.add_argument("--kinds", default="knee,fundus,chest", type=_phantom_kinds,
+                          help="comma-separated: knee, fundus, chest")  # fmt: skip
     phantoms.set_defaults(func=_cmd_data_phantoms)
 
 

@@ -90,6 +90,16 @@ def test_tiny_build_prints_a_loadable_folder(tmp_path):
     assert folder.is_relative_to(tmp_path)
 
 
+def test_data_phantoms_names_an_unknown_kind_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "ph"
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "phantoms", "--out", str(out), "--n", "1", "--kinds", "chest,brain"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --kinds: unknown phantom kind(s) ['brain']" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_data_phantoms_writes_a_manifest_that_validates(tmp_path, capsys):
     out = tmp_path / "ph"
     assert main(["data", "phantoms", "--out", str(out), "--n", "1", "--kinds", "fundus,chest"]) == 0
