@@ -11,7 +11,9 @@ One step takes ``batch_size`` prompts (dataset items). For each prompt:
 
 1. the question is encoded once (`MedVLM.encode_question`) and G = ``num_generations``
    completions are sampled from one prefill of the prompt and its scan
-   (`medvl.train.rollouts.sample_group`: the KV cache is repeated to G rows);
+   (`medvl.train.rollouts.sample_group`: the KV cache is copied to G rows of a static
+   cache); that prefill is made with grad and serves the policy pass of step 4 too
+   (``share_prefill``);
 2. every reward scores the G completions with the Sample's columns (TRL signature, see
    `medvl.train.rewards`); the total is the weighted sum, a reward's None counting 0;
 3. advantages are relative to the group (`medvl.train.grpo_loss.group_advantages`, scaled by
@@ -36,8 +38,9 @@ loaded beside it (peft's second adapter: adapter-sized memory); with a new LoRA 
 model under ``disable_adapter()``, no copy; with full fine-tuning and ``beta > 0`` a frozen
 deep copy of the start model (twice the weight memory; use ``beta: 0`` to avoid it).
 
-The scan goes through the vision tower once per pass (rollout, policy, reference) instead
-of G times, and a frozen tower (LoRA on the language model) once per step
+The scan goes through the vision tower once per pass instead of G times: once for the rollout
+and the policy together (``share_prefill``), once more for a frozen reference copy (full
+fine-tuning with ``beta > 0``); a frozen tower (LoRA on the language model) once per step
 (`medvl.train.vision_memo.vision_once`).
 
 Several processes: each samples its own prompts; gradients are averaged with one all-reduce
@@ -78,7 +81,7 @@ from medvl.train.grpo_loss import (
     grpo_loss,
     reduce_loss,
 )
-from medvl.train.grpo_rollout import GroupRollouts, has_spread
+from medvl.train.grpo_rollout import GroupRollouts, has_active_dropout, has_spread
 from medvl.train.logprobs import completion_logprobs, shared_prefix_logprobs
 from medvl.train.rollouts import head_boxes
 from medvl.train.run_folder import start_run
@@ -149,6 +152,8 @@ class GRPOTrainer(GroupRollouts, Trainer):
             model.model.load_adapter(cfg.model, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
             self.ref_adapter = REFERENCE_ADAPTER
         self._prepare(model, loader, len(self.train_dataset))
+        self.shares_prefill = cfg.share_prefill and not cfg.gradient_checkpointing \
+            and not has_active_dropout(self.vlm.model)  # fmt: skip
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self._start_schedule(cfg.max_steps, cfg.num_iterations)
@@ -200,9 +205,12 @@ class GRPOTrainer(GroupRollouts, Trainer):
                 ref = shared_prefix_logprobs(ref_model, *args, temperature=cfg.temperature)
         # A checkpointed forward in training mode keeps no KV cache to share.
         policy = completion_logprobs if cfg.gradient_checkpointing else shared_prefix_logprobs
+        shared = {}
+        if rollout.prefix is not None:  # the rollout's prefill, with grad: used once
+            shared["prefix"], rollout.prefix = rollout.prefix, None
         entropy: list[torch.Tensor] = []
         with self.accelerator.autocast():
-            logp = policy(hf, *args, temperature=cfg.temperature, entropy=entropy)
+            logp = policy(hf, *args, temperature=cfg.temperature, entropy=entropy, **shared)
         if cfg.num_iterations > 1 and rollout.old_logp is None:
             # Before the first update these weights are the ones that sampled.
             rollout.old_logp = logp.detach()
@@ -305,6 +313,7 @@ class GRPOTrainer(GroupRollouts, Trainer):
                 for r in rollouts:
                     # All-equal rewards and no KL: the loss and its gradient are exactly 0.
                     if cfg.beta == 0 and not bool(r.advantages.abs().gt(0).any()):
+                        r.prefix = None  # its prefill graph is not needed
                         continue
                     loss, tokens = self.group_loss(r, sizes)
                     acc.backward(loss)

@@ -24,13 +24,14 @@ class GRPOConfig(TrainConfig):
 
     The shared fields are `TrainConfig`'s; for GRPO, ``train_manifest`` holds the prompts (each
     Sample is one group), ``batch_size`` is prompts per optimizer step (per process; their
-    groups are backpropagated one at a time, so it accumulates gradients over prompts with the
-    memory of one group), ``heads`` are loaded and get a gradient only as the box head's
-    Gaussian policy (``box_head_std`` > 0), and the reference model for the KL term is
-    the model GRPO started from: a ``model`` folder holding a LoRA adapter (SFT's ``final/``)
-    keeps training that adapter (``lora`` is not used) beside a frozen copy of it; with a new
-    ``lora`` the reference is the model with the adapter disabled (no second copy); with full
-    fine-tuning and ``beta > 0`` a frozen copy of the start model is kept. GRPO adds:
+    groups are backpropagated one at a time, so it accumulates gradients over prompts with
+    about the memory of one group; see ``share_prefill``), ``heads`` are loaded and get a
+    gradient only as the box head's Gaussian policy (``box_head_std`` > 0), and the reference
+    model for the KL term is the model GRPO started from: a ``model`` folder holding a LoRA
+    adapter (SFT's ``final/``) keeps training that adapter (``lora`` is not used) beside a
+    frozen copy of it; with a new ``lora`` the reference is the model with the adapter disabled
+    (no second copy); with full fine-tuning and ``beta > 0`` a frozen copy of the start model
+    is kept. GRPO adds:
 
     Attributes:
         num_generations: G, completions per prompt (>= 2: advantages are relative to the group).
@@ -71,6 +72,13 @@ class GRPOConfig(TrainConfig):
             the group's advantage: ``loss += -Σ_i A_i log N(a_i; μ_θ, σ²) / n_sequences``
             (no importance ratio, clip or KL on this term). 0: the head's box is scored as is
             and gets no gradient.
+        share_prefill: The rollout's forward over the prompt and its scan is made with grad
+            and also serves the policy's first log-prob pass: one prefill per step instead of
+            two, so the scan goes through the vision tower once per step even when it trains.
+            Each prompt's prefill graph then lives from its rollout to its backward (with
+            ``batch_size`` B, B of them at once; false keeps the memory of one group). Used
+            only where it gives the same numbers: without gradient checkpointing and without
+            active dropout (LoRA or attention dropout, which the rollout samples without).
         rewards: Reward names, from ``format``, ``accuracy``, ``box_iou``, ``box_head`` (the
             box head's prediction; needs a model with a box head), ``severity``,
             ``reasoning_length`` (`medvl.train.rewards`).
@@ -101,6 +109,7 @@ class GRPOConfig(TrainConfig):
     dynamic_sampling: int = 0
     entropy_shaping: float = 0.0
     box_head_std: float = 0.0
+    share_prefill: bool = True
     rewards: list[str] = field(default_factory=lambda: ["format", "accuracy", "severity"])
     reward_weights: list[float] | None = None
 

@@ -251,6 +251,9 @@ class Rollout:
         box_actions: ``(G, 2 * dim)`` the drawn boxes before clamping (the actions whose
             log-density trains the head); rows without a ``<|box|>`` are ignored.
         box_present: ``(G,)`` True where the completion had a box to draw.
+        prefix: The rollout's forward over the prompt, made with grad
+            (`medvl.train.logprobs.Prefix`), for the first policy pass to continue
+            (``share_prefill``); None once used.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -266,3 +269,4 @@ class Rollout:
     box_probes: Any = None
     box_actions: torch.Tensor | None = None
     box_present: torch.Tensor | None = None
+    prefix: Any = None

@@ -18,9 +18,10 @@ import torch
 
 from medvl.train import rewards as R
 from medvl.train.grpo_loss import Rollout
+from medvl.train.logprobs import prefill
 from medvl.train.rollouts import box_probes, read_head_boxes, sample_group, sampled_head_boxes
 
-__all__ = ["GroupRollouts", "has_spread", "sample_columns"]
+__all__ = ["GroupRollouts", "has_active_dropout", "has_spread", "sample_columns"]
 
 _COLUMNS = (
     "question",
@@ -50,6 +51,7 @@ class GroupRollouts:
     config: Any
     vlm: Any
     accelerator: Any
+    shares_prefill: bool = False
 
     def _set_rewards(
         self, reward_funcs: Sequence[R.RewardFunc], reward_weights: Sequence[float] | None
@@ -75,10 +77,15 @@ class GroupRollouts:
 
     @torch.no_grad()
     def rollout(self, item: Mapping[str, Any]) -> Rollout:
-        """Samples G completions of one item's question and scores them."""
+        """Samples G completions of one item's question and scores them; with
+        ``shares_prefill`` the prompt's forward is made with grad and kept for the loss."""
         cfg, vlm = self.config, self.vlm
         encoded = self.encode(item)
         inputs = {k: v.to(vlm.device) for k, v in encoded.inputs.items()}
+        prefix = None
+        if self.shares_prefill:  # in training mode, as the policy pass would run it
+            with torch.enable_grad(), self.accelerator.autocast():
+                prefix = prefill(vlm.model, inputs)
         was_training = vlm.training
         vlm.eval()
         try:
@@ -86,7 +93,7 @@ class GroupRollouts:
                 ids = sample_group(
                     vlm.model, inputs, cfg.num_generations, cfg.max_new_tokens, vlm._stop_ids,
                     vlm.tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k,
-                    top_p=cfg.top_p,
+                    top_p=cfg.top_p, prefix=prefix,
                 )  # fmt: skip
         finally:
             vlm.train(was_training)
@@ -106,7 +113,8 @@ class GroupRollouts:
                     boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
         total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
                                   boxes)  # fmt: skip
-        return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts, **drawn)
+        return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts, prefix=prefix,
+                       **drawn)  # fmt: skip
 
     def _draw_boxes(
         self, inputs: Mapping[str, Any], ids: torch.Tensor, stops: torch.Tensor, context: Any
@@ -183,6 +191,16 @@ class GroupRollouts:
         # Short of informative groups after every draw: flat ones fill the batch (with a KL
         # term they still pull towards the reference).
         return (kept + flat)[: len(items)], drawn
+
+
+def has_active_dropout(model: torch.nn.Module) -> bool:
+    """Whether the model drops anything in training mode (a dropout layer, LoRA's included,
+    or an attention dropout rate above 0)."""
+    return any(
+        (isinstance(m, torch.nn.Dropout) and m.p > 0)
+        or float(getattr(m, "attention_dropout", 0.0) or 0.0) > 0
+        for m in model.modules()
+    )
 
 
 def has_spread(rollout: Rollout) -> bool:

@@ -23,6 +23,7 @@ Returned log-probs are ``(G, L)`` with 0 where the mask is 0.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -134,6 +135,59 @@ def completion_logprobs(
     return logp
 
 
+@dataclass
+class Prefix:
+    """One forward over a prompt and its scan (batch 1), to be continued by G sequences.
+
+    Attributes:
+        logits: ``(1, V)`` the logits at the prompt's last position (they predict the first
+            completion token).
+        cache: The prompt's KV cache (a graph tensor per layer when made with grad).
+        rope_deltas: The prompt's M-RoPE offset of the text after its scan (None: text only).
+        attention_mask: ``(1, P)`` the prompt's attention mask.
+    """
+
+    logits: torch.Tensor
+    cache: Any
+    rope_deltas: torch.Tensor | None
+    attention_mask: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        """P, the prompt's length in tokens."""
+        return self.attention_mask.shape[1]
+
+    def layer_states(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's cached ``(keys, values)``, ``(1, heads, P, head_dim)``."""
+        return [(layer.keys, layer.values) for layer in self.cache.layers]
+
+
+def prefill(model: nn.Module, prompt_inputs: Mapping[str, Any]) -> Prefix:
+    """The forward over one prompt (batch 1, ``use_cache=True``) that G sequences continue.
+
+    With grad enabled the cache keeps the graph, so a loss on the continuations
+    backpropagates into the prompt and its scan.
+
+    Raises:
+        RuntimeError: The model returned no cache (a checkpointed forward in training mode).
+    """
+    input_ids = prompt_inputs["input_ids"]
+    inner = _vlm(model).model
+    # The forward (cache length 0) sets rope_deltas from the prompt's M-RoPE; a text-only
+    # prompt leaves it alone, so clear a stale value from an earlier batch first.
+    inner.rope_deltas = None
+    out = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
+    if out.cache is None:
+        raise RuntimeError(
+            "the prefix forward returned no cache (was use_cache turned off, e.g. by "
+            "gradient checkpointing?); use completion_logprobs there"
+        )
+    mask = prompt_inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(input_ids)
+    return Prefix(out.logits[:, -1], out.cache, inner.rope_deltas, mask.to(input_ids.device))
+
+
 def shared_prefix_logprobs(
     model: nn.Module,
     prompt_inputs: Mapping[str, Any],
@@ -141,6 +195,7 @@ def shared_prefix_logprobs(
     completion_mask: torch.Tensor | None = None,
     temperature: float = 1.0,
     entropy: list[torch.Tensor] | None = None,
+    prefix: Prefix | None = None,
 ) -> torch.Tensor:
     """Per-token log-probs with the scan encoded once and the prompt's KV cache shared.
 
@@ -151,16 +206,24 @@ def shared_prefix_logprobs(
     of length P + L - 1. Equal to :func:`completion_logprobs` up to float rounding, gradients
     included.
 
-    Args and returns as :func:`completion_logprobs`.
+    Args:
+        prefix: This prompt's :func:`prefill` under the same weights (GRPO's rollout made it
+            with grad), used instead of a new one; it is consumed (its cache grows in place).
+        Others as :func:`completion_logprobs`.
+
+    Returns:
+        As :func:`completion_logprobs`.
     """
     _check(prompt_inputs, completion_ids)
     mask = _mask(completion_ids, completion_mask)
     n_groups, length = completion_ids.shape
     # The last completion token predicts nothing: the tokens before it run on the prefix.
-    prefix, out = _on_shared_prefix(model, prompt_inputs, completion_ids[:, :-1], mask[:, :-1])
+    prefix, out = _on_shared_prefix(
+        model, prompt_inputs, completion_ids[:, :-1], mask[:, :-1], prefix=prefix
+    )
     found: list[torch.Tensor] = []
     first = _token_logprobs(
-        prefix.logits[:, -1].expand(n_groups, -1), completion_ids[:, 0], temperature, found
+        prefix.logits.expand(n_groups, -1), completion_ids[:, 0], temperature, found
     )
     if out is None:
         if entropy is not None:
@@ -192,35 +255,25 @@ def _on_shared_prefix(
     prompt_inputs: Mapping[str, Any],
     tokens: torch.Tensor,
     tokens_mask: torch.Tensor,
+    prefix: Prefix | None = None,
     **kwargs: Any,
-) -> tuple[Any, Any]:
-    """One prefix forward over the prompt (batch 1, ``use_cache=True``), its cache repeated to
-    the G rows of ``tokens`` and ``tokens`` run on top with ``position_ids = arange(P, P + T) +
-    rope_deltas`` (3 x G x T) and an attention mask of length P + T. Returns both outputs (the
-    second None when ``tokens`` is empty)."""
+) -> tuple[Prefix, Any]:
+    """The prompt's :func:`prefill` (or ``prefix``, consumed), its cache repeated to the G
+    rows of ``tokens`` and ``tokens`` run on top with ``position_ids = arange(P, P + T) +
+    rope_deltas`` (3 x G x T) and an attention mask of length P + T. Returns the prefix and
+    the second output (None when ``tokens`` is empty)."""
     n_groups, length = tokens.shape
-    prompt_len = prompt_inputs["input_ids"].shape[1]
     device = tokens.device
-    inner = _vlm(model).model
-    # The prefix forward (cache length 0) sets rope_deltas from the prompt's M-RoPE; a
-    # text-only prompt leaves it alone, so clear a stale value from an earlier batch first.
-    inner.rope_deltas = None
-    prefix = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
+    if prefix is None:
+        prefix = prefill(model, prompt_inputs)
     if length == 0:
         return prefix, None
     cache = prefix.cache
-    if cache is None:
-        raise RuntimeError(
-            "the prefix forward returned no cache (was use_cache turned off, e.g. by "
-            "gradient checkpointing?); use completion_logprobs there"
-        )
     cache.batch_repeat_interleave(n_groups)
-    position_ids = _positions(prompt_len, length, n_groups, inner.rope_deltas, device)
-    prompt_mask = prompt_inputs.get("attention_mask")
-    if prompt_mask is None:
-        prompt_mask = torch.ones(1, prompt_len, dtype=torch.long, device=device)
+    position_ids = _positions(prefix.length, length, n_groups, prefix.rope_deltas, device)
     attention_mask = torch.cat(
-        [prompt_mask.to(device, tokens_mask.dtype).expand(n_groups, -1), tokens_mask], dim=1
+        [prefix.attention_mask.to(device, tokens_mask.dtype).expand(n_groups, -1), tokens_mask],
+        dim=1,
     )
     out = model(
         input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,

@@ -3,8 +3,8 @@ through the model once.
 
 ``generate(num_return_sequences=G)`` (what TRL does) copies the prompt G times: the vision
 tower encodes the scan G times and the prompt is prefilled G times. :func:`sample_group` runs
-one prefix forward (batch 1) with ``use_cache=True``, repeats its KV cache to G rows
-(``batch_repeat_interleave``) and decodes the G samples on it, token by token, with explicit
+one prefix forward (batch 1) with ``use_cache=True``, copies its KV cache to G rows of a
+static cache and decodes the G samples on it, token by token, with explicit
 M-RoPE positions after the prompt (as `medvl.train.logprobs.shared_prefix_logprobs` does for
 the log-probs). Sampling uses transformers' own logits warpers (temperature, top-k, top-p, in
 ``generate``'s order) and ``torch.multinomial`` on the global RNG, so with a fixed seed it
@@ -21,12 +21,20 @@ import torch
 from torch import nn
 from transformers import (
     LogitsProcessorList,
+    StaticCache,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
-from medvl.train.logprobs import _check, _positions, _vlm, shared_prefix_hidden_states
+from medvl.train.logprobs import (
+    Prefix,
+    _check,
+    _positions,
+    _vlm,
+    prefill,
+    shared_prefix_hidden_states,
+)
 
 __all__ = [
     "BoxProbes",
@@ -63,8 +71,13 @@ def sample_group(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    prefix: Prefix | None = None,
 ) -> torch.Tensor:
     """G completions of one prompt decoded from one shared prefill.
+
+    The prompt's keys and values are copied once into a static cache of G rows and
+    ``P + max_new_tokens`` positions, which each decoding step fills in place (a growing cache
+    would copy all of it at every step).
 
     Args:
         model: A Qwen-VL model (optionally peft-wrapped), in eval mode.
@@ -78,35 +91,35 @@ def sample_group(
         temperature: Sampling temperature.
         top_k: Keep the k most likely tokens (0: off).
         top_p: Nucleus sampling (1.0: off).
+        prefix: This prompt's `medvl.train.logprobs.prefill` under the same weights, used
+            instead of a new one and left as it is (GRPO makes it with grad, for the loss).
 
     Returns:
         ``(G, L)`` token ids, ``L <= max_new_tokens``: each row up to and including its first
         stop token, then ``pad_id``; decoding ends when every row has stopped.
     """
-    dummy = torch.zeros(1, 1, dtype=torch.long)
-    _check(prompt_inputs, dummy)
-    input_ids = prompt_inputs["input_ids"]
-    device, prompt_len = input_ids.device, input_ids.shape[1]
-    inner = _vlm(model).model
-    inner.rope_deltas = None  # a text-only prompt would keep a stale value (see logprobs)
-    prefix = model(**prompt_inputs, use_cache=True, logits_to_keep=1)
-    cache = prefix.cache
-    if cache is None:
-        raise RuntimeError("the prefix forward returned no cache; sample_group needs use_cache")
-    cache.batch_repeat_interleave(num_samples)
+    _check(prompt_inputs, torch.zeros(1, 1, dtype=torch.long))
+    if prefix is None:
+        prefix = prefill(model, prompt_inputs)
+    device, prompt_len = prompt_inputs["input_ids"].device, prefix.length
+    cache = StaticCache(config=_vlm(model).config, max_cache_len=prompt_len + max_new_tokens)
+    for index, (keys, values) in enumerate(prefix.layer_states()):
+        shape = (num_samples, -1, -1, -1)
+        cache.update(keys.detach().expand(shape), values.detach().expand(shape), index)
+    # Ones after the prompt: the causal mask hides the positions not yet written.
+    attention = torch.cat([
+        prefix.attention_mask.to(device, torch.long),
+        torch.ones(1, max_new_tokens, dtype=torch.long, device=device),
+    ], dim=1).expand(num_samples, -1)  # fmt: skip
+    # The warpers in use (temperature, top-k, top-p) read only the scores, not the history.
     warpers = sampling_warpers(temperature, top_k, top_p) if do_sample else None
     stops = torch.tensor(list(stop_ids), device=device)
-    prompt_mask = prompt_inputs.get("attention_mask")
-    if prompt_mask is None:
-        prompt_mask = torch.ones(1, prompt_len, dtype=torch.long, device=device)
-    attention = prompt_mask.to(device, torch.long).expand(num_samples, -1)
-    logits = prefix.logits[:, -1].float().expand(num_samples, -1)
+    logits = prefix.logits.detach().float().expand(num_samples, -1)
     done = torch.zeros(num_samples, dtype=torch.bool, device=device)
     tokens: list[torch.Tensor] = []
     for step in range(max_new_tokens):
-        history = torch.stack(tokens, 1) if tokens else input_ids.new_zeros(num_samples, 0)
         if do_sample:
-            scores = warpers(torch.cat([input_ids.expand(num_samples, -1), history], 1), logits)
+            scores = warpers(None, logits)
             next_ids = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)[:, 0]
         else:
             next_ids = logits.argmax(dim=-1)
@@ -115,14 +128,14 @@ def sample_group(
         done = done | torch.isin(next_ids, stops)
         if bool(done.all()) or step == max_new_tokens - 1:
             break
-        attention = torch.cat([attention, attention.new_ones(num_samples, 1)], dim=1)
         out = model(
             input_ids=next_ids[:, None],
             attention_mask=attention,
-            position_ids=_positions(prompt_len + step, 1, num_samples, inner.rope_deltas, device),
+            position_ids=_positions(prompt_len + step, 1, num_samples, prefix.rope_deltas,
+                                    device),
             cache=cache,
             use_cache=True,
-        )
+        )  # fmt: skip
         logits = out.logits[:, -1].float()
     return torch.stack(tokens, dim=1)
 

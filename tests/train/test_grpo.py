@@ -347,6 +347,51 @@ def test_a_frozen_vision_tower_runs_once_per_step(manifest, tiny_model_path, tmp
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(memo[1], plain[1], strict=True))
 
 
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_the_rollouts_prefill_serves_the_policy_pass(manifest, tiny_model_path, tmp_path, family):
+    """Full fine-tuning (the vision tower trains), β = 0: with ``share_prefill`` the scan goes
+    through the tower once per step, and the samples, loss and gradients are those of a
+    separate policy prefill."""
+    from medvl.train.logprobs import _vlm
+
+    results = []
+    for share in (True, False):
+        config = make_config(manifest, tiny_model_path(family), tmp_path / str(share), lora=None,
+                             beta=0.0, batch_size=1, share_prefill=share)  # fmt: skip
+        trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+        assert trainer.shares_prefill is share
+        rows: list[int] = []
+        visual = _vlm(trainer.vlm.model).model.visual
+        visual.patch_embed.register_forward_hook(lambda m, args, out, rows=rows: rows.append(
+            args[0].shape[0]))  # fmt: skip
+        item = trainer.train_dataset[0]
+        scan = sum(v.shape[0] for k, v in trainer.encode(item).inputs.items()
+                   if k.startswith("pixel_values"))  # fmt: skip
+        torch.manual_seed(0)
+        rollout = trainer.rollout(item)
+        rollout.advantages = torch.linspace(-1, 1, rollout.rewards.numel())
+        loss, _ = trainer.group_loss(rollout, trainer._sizes([rollout]))
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.vlm.trainable_parameters() if p.grad is not None]
+        assert rollout.prefix is None  # used once, then let go
+        results.append((rollout.completion_ids, float(loss.detach()), grads, sum(rows) // scan))
+    (ids, loss, grads, passes), (plain_ids, plain_loss, plain_grads, plain_passes) = results
+    assert (passes, plain_passes) == (1, 2)
+    assert torch.equal(ids, plain_ids)
+    assert loss == pytest.approx(plain_loss, abs=1e-6)
+    assert len(grads) == len(plain_grads) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, plain_grads, strict=True))
+
+
+def test_dropout_turns_the_shared_prefill_off(manifest, tiny_model_path, tmp_path) -> None:
+    """The rollout samples without dropout, the policy pass trains with it: no sharing."""
+    lora = {**LORA, "lora_dropout": 0.1}
+    config = make_config(manifest, tiny_model_path("qwen2_5_vl"), tmp_path / "run", lora=lora)
+    trainer = GRPOTrainer(config, reward_funcs=[low_ids])
+    assert not trainer.shares_prefill
+    assert trainer.rollout(trainer.train_dataset[0]).prefix is None
+
+
 def test_gradient_checkpointing_and_bf16_autocast(
     manifest, tiny_model_path, tmp_path, fresh_accelerator_state
 ) -> None:
