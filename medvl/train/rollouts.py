@@ -59,7 +59,6 @@ def sampling_warpers(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.
     return warpers
 
 
-@torch.no_grad()
 def sample_group(
     model: nn.Module,
     prompt_inputs: Mapping[str, Any],
@@ -77,7 +76,8 @@ def sample_group(
 
     The prompt's keys and values are copied once into a static cache of G rows and
     ``P + max_new_tokens`` positions, which each decoding step fills in place (a growing cache
-    would copy all of it at every step).
+    would copy all of it at every step), under a causal mask made once; decoding runs in
+    inference mode (no autograd bookkeeping: the returned ids are a plain tensor).
 
     Args:
         model: A Qwen-VL model (optionally peft-wrapped), in eval mode.
@@ -99,18 +99,40 @@ def sample_group(
         stop token, then ``pad_id``; decoding ends when every row has stopped.
     """
     _check(prompt_inputs, torch.zeros(1, 1, dtype=torch.long))
+    settings = (num_samples, max_new_tokens, stop_ids, pad_id, do_sample, temperature, top_k,
+                top_p)  # fmt: skip
+    with torch.inference_mode():
+        ids = _decode(model, prompt_inputs, prefix, *settings)
+    return ids.clone()  # a normal tensor: later forwards with grad may save it
+
+
+def _decode(
+    model: nn.Module,
+    prompt_inputs: Mapping[str, Any],
+    prefix: Prefix | None,
+    num_samples: int,
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> torch.Tensor:
+    """`sample_group`'s loop (in inference mode)."""
     if prefix is None:
         prefix = prefill(model, prompt_inputs)
     device, prompt_len = prompt_inputs["input_ids"].device, prefix.length
-    cache = StaticCache(config=_vlm(model).config, max_cache_len=prompt_len + max_new_tokens)
+    total = prompt_len + max_new_tokens
+    cache = StaticCache(config=_vlm(model).config, max_cache_len=total)
     for index, (keys, values) in enumerate(prefix.layer_states()):
         shape = (num_samples, -1, -1, -1)
         cache.update(keys.detach().expand(shape), values.detach().expand(shape), index)
-    # Ones after the prompt: the causal mask hides the positions not yet written.
-    attention = torch.cat([
-        prefix.attention_mask.to(device, torch.long),
-        torch.ones(1, max_new_tokens, dtype=torch.long, device=device),
-    ], dim=1).expand(num_samples, -1)  # fmt: skip
+    # Row s of ``allowed``: what the token at position P + s attends to (the prompt's real
+    # tokens and the completion up to itself), as the 4D boolean mask the model takes as is.
+    positions = torch.arange(total, device=device)
+    allowed = positions[None, :] <= positions[prompt_len:, None]
+    allowed[:, :prompt_len] &= prefix.attention_mask.to(device).bool()
     # The warpers in use (temperature, top-k, top-p) read only the scores, not the history.
     warpers = sampling_warpers(temperature, top_k, top_p) if do_sample else None
     stops = torch.tensor(list(stop_ids), device=device)
@@ -130,7 +152,7 @@ def sample_group(
             break
         out = model(
             input_ids=next_ids[:, None],
-            attention_mask=attention,
+            attention_mask=allowed[step].view(1, 1, 1, total).expand(num_samples, -1, -1, -1),
             position_ids=_positions(prompt_len + step, 1, num_samples, prefix.rope_deltas,
                                     device),
             cache=cache,
