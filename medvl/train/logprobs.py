@@ -6,9 +6,11 @@ Two ways to compute the same numbers (see "GRPO without waste" in ``shared/DESIG
   whole sequence (scan included) runs through the model, G times over in one batch. This is
   what TRL and the other peers do.
 * :func:`shared_prefix_logprobs`, the shared path: one forward over the prompt (batch 1, so
-  the scan goes through the vision encoder once) with ``use_cache=True``; its KV cache is
-  expanded to G rows with ``batch_repeat_interleave`` and the G completions run in one forward
-  on top of it, with explicit M-RoPE ``position_ids`` (``arange(P, P + L) + rope_deltas``).
+  the scan goes through the vision encoder once) with ``use_cache=True``; the G completions
+  then run in one forward on top of its KV cache, packed into one row of G x L tokens whose
+  4D mask lets each see the prompt and its own earlier tokens (so the prompt's keys and values
+  are not copied G times), with explicit M-RoPE ``position_ids`` (``arange(P, P + L) +
+  rope_deltas`` for each completion).
 
 Both keep the autograd graph when called with gradients enabled: in the shared path the cache
 holds the prefix's keys and values as graph tensors, so a loss on the completions
@@ -200,11 +202,10 @@ def shared_prefix_logprobs(
     """Per-token log-probs with the scan encoded once and the prompt's KV cache shared.
 
     One prefix forward (batch 1, ``use_cache=True``) over the prompt; the first completion
-    token's log-prob comes from its last logits. The cache is repeated to G rows and the
-    completions (all tokens but the last, which predicts nothing) run in one forward with
-    ``position_ids = arange(P, P + L - 1) + rope_deltas`` (3 x G x (L-1)) and an attention mask
-    of length P + L - 1. Equal to :func:`completion_logprobs` up to float rounding, gradients
-    included.
+    token's log-prob comes from its last logits. The completions (all tokens but the last,
+    which predicts nothing) run in one forward on the prompt's cache, packed into one row with
+    ``position_ids = arange(P, P + L - 1) + rope_deltas`` for each (see `_on_shared_prefix`).
+    Equal to :func:`completion_logprobs` up to float rounding, gradients included.
 
     Args:
         prefix: This prompt's :func:`prefill` under the same weights (GRPO's rollout made it
@@ -229,7 +230,7 @@ def shared_prefix_logprobs(
         if entropy is not None:
             entropy.append(found[0][:, None] * mask)
         return first[:, None] * mask
-    rest = _token_logprobs(out.logits, completion_ids[:, 1:], temperature, found)
+    rest = _token_logprobs(out, completion_ids[:, 1:], temperature, found)
     if entropy is not None:
         entropy.append(torch.cat([found[0][:, None], found[1]], dim=1) * mask)
     return torch.cat([first[:, None], rest], dim=1) * mask
@@ -246,8 +247,7 @@ def shared_prefix_hidden_states(
     heads read at their tokens)."""
     _check(prompt_inputs, token_ids)
     mask = _mask(token_ids, token_mask)
-    _, out = _on_shared_prefix(model, prompt_inputs, token_ids, mask, output_hidden_states=True)
-    return out.hidden_states[-1]
+    return _on_shared_prefix(model, prompt_inputs, token_ids, mask, hidden=True)[1]
 
 
 def _on_shared_prefix(
@@ -256,30 +256,61 @@ def _on_shared_prefix(
     tokens: torch.Tensor,
     tokens_mask: torch.Tensor,
     prefix: Prefix | None = None,
-    **kwargs: Any,
-) -> tuple[Prefix, Any]:
-    """The prompt's :func:`prefill` (or ``prefix``, consumed), its cache repeated to the G
-    rows of ``tokens`` and ``tokens`` run on top with ``position_ids = arange(P, P + T) +
-    rope_deltas`` (3 x G x T) and an attention mask of length P + T. Returns the prefix and
-    the second output (None when ``tokens`` is empty)."""
+    hidden: bool = False,
+) -> tuple[Prefix, torch.Tensor | None]:
+    """The prompt's :func:`prefill` (or ``prefix``, consumed) and the G rows of ``tokens`` run
+    on top at ``position_ids = arange(P, P + T) + rope_deltas``.
+
+    With SDPA or eager attention the G rows run as one packed row of G x T tokens under a 4D
+    mask (each token sees the prompt and its own row's earlier real tokens), so the prompt's
+    keys and values are never copied G times (nor, in the backward, summed back from G
+    copies). Other attention implementations (flash attention takes no 4D mask) get the cache
+    repeated to G rows and a 2D mask.
+
+    Returns:
+        The prefix and ``(G, T, V)`` logits, or with ``hidden`` the last layer's ``(G, T, D)``
+        hidden states; None when ``tokens`` is empty.
+    """
     n_groups, length = tokens.shape
     device = tokens.device
     if prefix is None:
         prefix = prefill(model, prompt_inputs)
     if length == 0:
         return prefix, None
-    cache = prefix.cache
-    cache.batch_repeat_interleave(n_groups)
     position_ids = _positions(prefix.length, length, n_groups, prefix.rope_deltas, device)
-    attention_mask = torch.cat(
-        [prefix.attention_mask.to(device, tokens_mask.dtype).expand(n_groups, -1), tokens_mask],
-        dim=1,
-    )
+    row = torch.arange(n_groups * length, device=device) // length
+    col = torch.arange(n_groups * length, device=device) % length
+    own = (row[:, None] == row[None, :]) & (col[None, :] <= col[:, None])
+    own &= tokens_mask.reshape(1, -1).to(device).bool()
+    seen = prefix.attention_mask.to(device).bool().expand(n_groups * length, -1)
+    mask = ready_mask(model, torch.cat([seen, own], dim=1)[None, None])
+    if mask is not None:
+        tokens, position_ids = tokens.reshape(1, -1), position_ids.reshape(3, 1, -1)
+    else:
+        prefix.cache.batch_repeat_interleave(n_groups)
+        mask = torch.cat(
+            [prefix.attention_mask.to(device, tokens_mask.dtype).expand(n_groups, -1), tokens_mask],
+            dim=1,
+        )
     out = model(
-        input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
-        cache=cache, use_cache=True, **kwargs,
+        input_ids=tokens, attention_mask=mask, position_ids=position_ids, cache=prefix.cache,
+        use_cache=True, output_hidden_states=hidden,
     )  # fmt: skip
-    return prefix, out
+    values = out.hidden_states[-1] if hidden else out.logits
+    return prefix, values.reshape(n_groups, length, -1)
+
+
+def ready_mask(model: nn.Module, allowed: torch.Tensor) -> torch.Tensor | None:
+    """A boolean 4D mask ``(B, 1, Q, K)`` (True: may attend) in the form the model's attention
+    takes a ready-made one: as is for SDPA, additive (0 or the float32 minimum) for eager;
+    None for the others (flash attention takes no 4D mask)."""
+    implementation = _vlm(model).config.get_text_config()._attn_implementation
+    if implementation == "sdpa":
+        return allowed
+    if implementation == "eager":
+        blocked = torch.finfo(torch.float32).min
+        return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, blocked)
+    return None
 
 
 def _positions(

@@ -33,6 +33,7 @@ from medvl.train.logprobs import (
     _positions,
     _vlm,
     prefill,
+    ready_mask,
     shared_prefix_hidden_states,
 )
 
@@ -128,11 +129,15 @@ def _decode(
     for index, (keys, values) in enumerate(prefix.layer_states()):
         shape = (num_samples, -1, -1, -1)
         cache.update(keys.detach().expand(shape), values.detach().expand(shape), index)
-    # Row s of ``allowed``: what the token at position P + s attends to (the prompt's real
-    # tokens and the completion up to itself), as the 4D boolean mask the model takes as is.
+    # Row s: what the token at position P + s attends to (the prompt's real tokens and the
+    # completion up to itself), made once as the 4D mask the attention takes as is; a 2D mask
+    # of the full length where it takes none (the causal mask hides what is not written yet).
     positions = torch.arange(total, device=device)
     allowed = positions[None, :] <= positions[prompt_len:, None]
     allowed[:, :prompt_len] &= prefix.attention_mask.to(device).bool()
+    masks = ready_mask(model, allowed[:, None, None, :])
+    if masks is None:
+        full = allowed[-1].long()[None, :].expand(num_samples, -1)
     # The warpers in use (temperature, top-k, top-p) read only the scores, not the history.
     warpers = sampling_warpers(temperature, top_k, top_p) if do_sample else None
     stops = torch.tensor(list(stop_ids), device=device)
@@ -152,7 +157,8 @@ def _decode(
             break
         out = model(
             input_ids=next_ids[:, None],
-            attention_mask=allowed[step].view(1, 1, 1, total).expand(num_samples, -1, -1, -1),
+            attention_mask=full if masks is None else masks[step : step + 1].expand(
+                num_samples, -1, -1, -1),
             position_ids=_positions(prompt_len + step, 1, num_samples, prefix.rope_deltas,
                                     device),
             cache=cache,

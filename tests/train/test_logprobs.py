@@ -80,6 +80,27 @@ def test_shared_equals_naive(loaded, family: str, kind: str, monkeypatch) -> Non
     assert _max_diff(naive, wrong) > TOL
 
 
+@pytest.mark.parametrize("layout", ["eager", "repeated"])
+def test_other_attention_layouts_equal_naive(loaded, layout: str, monkeypatch) -> None:
+    """SDPA runs the G completions as one packed row; eager attention gets the same mask in
+    additive form; an implementation that takes no 4D mask (flash attention, which needs a GPU)
+    gets the prompt's cache repeated to G rows. Each equals the naive forward."""
+    model, processor = loaded("qwen2_5_vl")
+    inputs = _prompt(processor, "image")
+    ids, mask = _completions(processor)
+    if layout == "eager":
+        model.set_attn_implementation("eager")
+    else:
+        monkeypatch.setattr(logprobs, "ready_mask", lambda *args: None)
+    try:
+        with torch.no_grad():
+            naive = completion_logprobs(model, inputs, ids, mask)
+            shared = shared_prefix_logprobs(model, inputs, ids, mask)
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert _max_diff(naive, shared) < TOL
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_text_only_prompt_and_stale_rope_deltas(loaded, family: str) -> None:
     model, processor = loaded(family)

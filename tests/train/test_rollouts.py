@@ -57,6 +57,20 @@ def test_greedy_and_seeded_sampling_match_generate(loaded, family, kind) -> None
     assert len({tuple(r) for r in got.tolist()}) > 1  # the samples do differ
 
 
+def test_greedy_matches_generate_under_eager_attention(loaded) -> None:
+    """Eager attention takes the decoding mask in additive form."""
+    model, processor = loaded("qwen2_5_vl")
+    inputs, pad = _inputs(processor, "image"), processor.tokenizer.pad_token_id
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            want = _generate(model, inputs, [pad], pad, do_sample=False, max_new_tokens=8)
+            got = sample_group(model, inputs, 2, 8, [pad], pad, do_sample=False)
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert all(torch.equal(row, want[0]) for row in got)
+
+
 def test_first_token_follows_the_warped_softmax(loaded) -> None:
     """4,000 one-token samples: each likely token's frequency within 4.5 standard errors of
     its probability under temperature, top-k and top-p, and nothing outside the top-k."""
