@@ -313,7 +313,6 @@ class GRPOTrainer(GroupRollouts, Trainer):
                 for r in rollouts:
                     # All-equal rewards and no KL: the loss and its gradient are exactly 0.
                     if cfg.beta == 0 and not bool(r.advantages.abs().gt(0).any()):
-                        r.prefix = None  # its prefill graph is not needed
                         continue
                     loss, tokens = self.group_loss(r, sizes)
                     acc.backward(loss)

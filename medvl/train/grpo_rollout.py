@@ -113,6 +113,8 @@ class GroupRollouts:
                     boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
         total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
                                   boxes)  # fmt: skip
+        if cfg.beta == 0 and not bool((total != total[0]).any()):
+            prefix = None  # equal rewards and no KL: the loss skips this group, free its graph
         return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts, prefix=prefix,
                        **drawn)  # fmt: skip
 

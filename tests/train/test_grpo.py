@@ -63,6 +63,7 @@ def test_equal_rewards_give_zero_gradient(manifest, tiny_model_path, tmp_path) -
     trainer = GRPOTrainer(config, reward_funcs=[constant])
     rollout = trainer.rollout(trainer.train_dataset[0])
     assert len(set(map(tuple, rollout.completion_ids.tolist()))) > 1  # completions do differ
+    assert trainer.shares_prefill and rollout.prefix is None  # nothing to learn: graph let go
     params = trainer.vlm.trainable_parameters()
     rollout.advantages = group_advantages(rollout.rewards[None], "group")[0]
     assert torch.equal(rollout.advantages, torch.zeros(4))
