@@ -205,9 +205,9 @@ class GRPOTrainer(GroupRollouts, Trainer):
                 ref = shared_prefix_logprobs(ref_model, *args, temperature=cfg.temperature)
         # A checkpointed forward in training mode keeps no KV cache to share.
         policy = completion_logprobs if cfg.gradient_checkpointing else shared_prefix_logprobs
-        shared = {}
-        if rollout.prefix is not None:  # the rollout's prefill, with grad: used once
-            shared["prefix"], rollout.prefix = rollout.prefix, None
+        # The rollout's prefill, with grad: it serves this first update only (the weights move).
+        prefix, rollout.prefix = rollout.prefix, None
+        shared = {} if prefix is None else {"prefix": prefix}
         entropy: list[torch.Tensor] = []
         with self.accelerator.autocast():
             logp = policy(hf, *args, temperature=cfg.temperature, entropy=entropy, **shared)
@@ -229,16 +229,19 @@ class GRPOTrainer(GroupRollouts, Trainer):
         tokens.entropy = entropy[0] * mask
         loss = reduce_loss(tokens.loss, mask, cfg.loss_type, **sizes)
         if rollout.box_actions is not None:
-            loss = loss + self.box_policy_loss(rollout, sizes["n_sequences"])
+            loss = loss + self.box_policy_loss(rollout, sizes["n_sequences"], prefix)
         return loss, tokens
 
-    def box_policy_loss(self, rollout: Rollout, n_sequences: int) -> torch.Tensor:
+    def box_policy_loss(
+        self, rollout: Rollout, n_sequences: int, prefix: Any = None
+    ) -> torch.Tensor:
         """REINFORCE on the box head's Gaussian policy (``config.box_head_std`` = σ):
         ``-Σ_i A_i log N(a_i; μ_θ(i), σ²) / n_sequences`` over the completions with a box,
         where ``a_i`` is the box drawn in the rollout and ``μ_θ(i)`` the head's box now (with
-        grad, through the hidden state it reads). The constant of the log-density is dropped."""
+        grad, through the hidden state it reads; on ``prefix``, the policy pass's prefill, when
+        given). The constant of the log-density is dropped."""
         with self.accelerator.autocast():
-            means, present = head_boxes(self.vlm, rollout.inputs, rollout.box_probes)
+            means, present = head_boxes(self.vlm, rollout.inputs, rollout.box_probes, prefix)
         means = means.float()
         actions = rollout.box_actions.to(means.device)
         log_density = -((actions - means) ** 2).sum(dim=1) / (2 * self.config.box_head_std**2)

@@ -108,9 +108,9 @@ class GroupRollouts:
         if any(f is R.box_head_iou_reward for f in self.reward_funcs):
             with self.accelerator.autocast():
                 if cfg.box_head_std > 0:
-                    boxes, drawn = self._draw_boxes(inputs, ids, stops, encoded.context)
+                    boxes, drawn = self._draw_boxes(inputs, ids, stops, encoded.context, prefix)
                 else:
-                    boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context)
+                    boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context, prefix)
         total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
                                   boxes)  # fmt: skip
         if cfg.beta == 0 and not bool((total != total[0]).any()):
@@ -119,7 +119,12 @@ class GroupRollouts:
                        **drawn)  # fmt: skip
 
     def _draw_boxes(
-        self, inputs: Mapping[str, Any], ids: torch.Tensor, stops: torch.Tensor, context: Any
+        self,
+        inputs: Mapping[str, Any],
+        ids: torch.Tensor,
+        stops: torch.Tensor,
+        context: Any,
+        prefix: Any = None,
     ) -> tuple[list[list[float] | None], dict[str, Any]]:
         """The box head's Gaussian policy: per completion, a box drawn around the head's
         (``config.box_head_std``), clamped and ordered into a valid box for the reward; and
@@ -127,7 +132,7 @@ class GroupRollouts:
         probes = box_probes(self.vlm, ids, stops, context)
         if probes is None:
             return [None] * ids.shape[0], {}
-        means, present = sampled_head_boxes(self.vlm, inputs, probes)
+        means, present = sampled_head_boxes(self.vlm, inputs, probes, prefix)
         actions = means.float() + self.config.box_head_std * torch.randn_like(means.float())
         k = actions.shape[1] // 2
         lower = torch.minimum(actions[:, :k], actions[:, k:])

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from medvl.model.loading import unwrap
 
@@ -209,7 +210,7 @@ def shared_prefix_logprobs(
 
     Args:
         prefix: This prompt's :func:`prefill` under the same weights (GRPO's rollout made it
-            with grad), used instead of a new one; it is consumed (its cache grows in place).
+            with grad), used instead of a new one and left as it is.
         Others as :func:`completion_logprobs`.
 
     Returns:
@@ -241,13 +242,14 @@ def shared_prefix_hidden_states(
     prompt_inputs: Mapping[str, Any],
     token_ids: torch.Tensor,
     token_mask: torch.Tensor | None = None,
+    prefix: Prefix | None = None,
 ) -> torch.Tensor:
     """The last layer's hidden states at each of G token sequences that follow one prompt,
     ``(G, L, D)``, with the prompt and its scan through the model once (what the grounding
-    heads read at their tokens)."""
+    heads read at their tokens); ``prefix`` as in :func:`shared_prefix_logprobs`."""
     _check(prompt_inputs, token_ids)
     mask = _mask(token_ids, token_mask)
-    return _on_shared_prefix(model, prompt_inputs, token_ids, mask, hidden=True)[1]
+    return _on_shared_prefix(model, prompt_inputs, token_ids, mask, prefix, hidden=True)[1]
 
 
 def _on_shared_prefix(
@@ -258,8 +260,9 @@ def _on_shared_prefix(
     prefix: Prefix | None = None,
     hidden: bool = False,
 ) -> tuple[Prefix, torch.Tensor | None]:
-    """The prompt's :func:`prefill` (or ``prefix``, consumed) and the G rows of ``tokens`` run
-    on top at ``position_ids = arange(P, P + T) + rope_deltas``.
+    """The prompt's :func:`prefill` (or ``prefix``, left as it is: the rows run on a new cache
+    that starts from its keys and values) and the G rows of ``tokens`` run on top at
+    ``position_ids = arange(P, P + T) + rope_deltas``.
 
     With SDPA or eager attention the G rows run as one packed row of G x T tokens under a 4D
     mask (each token sees the prompt and its own row's earlier real tokens), so the prompt's
@@ -284,16 +287,20 @@ def _on_shared_prefix(
     own &= tokens_mask.reshape(1, -1).to(device).bool()
     seen = prefix.attention_mask.to(device).bool().expand(n_groups * length, -1)
     mask = ready_mask(model, torch.cat([seen, own], dim=1)[None, None])
+    rows = 1
     if mask is not None:
         tokens, position_ids = tokens.reshape(1, -1), position_ids.reshape(3, 1, -1)
     else:
-        prefix.cache.batch_repeat_interleave(n_groups)
+        rows = n_groups
         mask = torch.cat(
             [prefix.attention_mask.to(device, tokens_mask.dtype).expand(n_groups, -1), tokens_mask],
             dim=1,
         )
+    cache = DynamicCache(config=_vlm(model).config)
+    for index, (keys, values) in enumerate(prefix.layer_states()):
+        cache.update(keys.repeat_interleave(rows, 0), values.repeat_interleave(rows, 0), index)
     out = model(
-        input_ids=tokens, attention_mask=mask, position_ids=position_ids, cache=prefix.cache,
+        input_ids=tokens, attention_mask=mask, position_ids=position_ids, cache=cache,
         use_cache=True, output_hidden_states=hidden,
     )  # fmt: skip
     values = out.hidden_states[-1] if hidden else out.logits

@@ -218,19 +218,22 @@ def box_probes(vlm: Any, ids: torch.Tensor, stops: torch.Tensor, context: Any) -
 
 
 def head_boxes(
-    vlm: Any, prompt_inputs: Mapping[str, Any], probes: BoxProbes
+    vlm: Any, prompt_inputs: Mapping[str, Any], probes: BoxProbes, prefix: Prefix | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The box head's boxes at each probe's first ``<|box|>`` token, the prompt and its scan
     run once for the group (`medvl.train.logprobs.shared_prefix_hidden_states`).
 
     Differentiable when grad is on: GRPO's policy pass trains the head through it
-    (`medvl.train.grpo_config.GRPOConfig.box_head_std`).
+    (`medvl.train.grpo_config.GRPOConfig.box_head_std`). ``prefix``: the prompt's
+    `medvl.train.logprobs.prefill` under the same weights, used instead of a new one.
 
     Returns:
         ``(G, 2 * dim)`` normalised boxes (zeros where a probe has no ``<|box|>``) and ``(G,)``
         True where it has one.
     """
-    hidden = shared_prefix_hidden_states(vlm.model, prompt_inputs, probes.tokens, probes.mask)
+    hidden = shared_prefix_hidden_states(
+        vlm.model, prompt_inputs, probes.tokens, probes.mask, prefix=prefix
+    )
     head = vlm.heads[probes.head]
     hits = (probes.tokens == probes.box_id) & probes.mask.bool()
     present = hits.any(dim=1)
@@ -241,7 +244,7 @@ def head_boxes(
 
 
 def sampled_head_boxes(
-    vlm: Any, prompt_inputs: Mapping[str, Any], probes: BoxProbes
+    vlm: Any, prompt_inputs: Mapping[str, Any], probes: BoxProbes, prefix: Prefix | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`head_boxes` as the rollout reads them: in eval mode (no dropout, as the completions
     were sampled), without grad; the model's mode is restored after."""
@@ -249,7 +252,7 @@ def sampled_head_boxes(
     vlm.eval()
     try:
         with torch.no_grad():
-            return head_boxes(vlm, prompt_inputs, probes)
+            return head_boxes(vlm, prompt_inputs, probes, prefix)
     finally:
         vlm.train(was_training)
 
@@ -260,6 +263,7 @@ def read_head_boxes(
     ids: torch.Tensor,
     stops: torch.Tensor,
     context: Any,
+    prefix: Prefix | None = None,
 ) -> list[list[float] | None]:
     """The box head's box for each of G completions, in medvl's normalised coordinates.
 
@@ -273,6 +277,7 @@ def read_head_boxes(
         ids: ``(G, L)`` sampled tokens.
         stops: ``(G, L)``, True at end-of-turn / padding tokens.
         context: The question's `AnswerContext` (``scan_ndim``, ``answer_type``).
+        prefix: The prompt's `medvl.train.logprobs.prefill`, reused (else one is made).
 
     Returns:
         One ``[x1, y1, x2, y2]`` / ``[x1, y1, z1, x2, y2, z2]`` per completion; None for a
@@ -281,6 +286,6 @@ def read_head_boxes(
     probes = box_probes(vlm, ids, stops, context)
     if probes is None:
         return [None] * ids.shape[0]
-    boxes, present = sampled_head_boxes(vlm, prompt_inputs, probes)
+    boxes, present = sampled_head_boxes(vlm, prompt_inputs, probes, prefix)
     return [b if p else None for b, p in zip(boxes.float().cpu().tolist(), present.tolist(),
                                              strict=True)]  # fmt: skip

@@ -499,6 +499,37 @@ def test_box_head_policy_draws_boxes_and_its_loss_is_reinforce(manifest, sft_fin
     assert out.weight.grad is not None and bool(out.weight.grad.any())
 
 
+def test_the_box_policy_reads_the_head_on_the_shared_prefill(manifest, sft_final, tmp_path):
+    """With a box policy the rollout's prefill also serves the head's reading in the rollout
+    and its REINFORCE term in the loss: the scan runs once for the group (four times without
+    ``share_prefill``), with the same boxes, loss and gradients."""
+    from medvl.train.logprobs import _vlm
+
+    results = []
+    for share in (True, False):
+        config = make_config(manifest, sft_final, tmp_path / str(share), rewards=["box_head"],
+                             box_head_std=0.1, beta=0.0, share_prefill=share)  # fmt: skip
+        trainer = GRPOTrainer(config)
+        rows: list[int] = []
+        visual = _vlm(trainer.vlm.model).model.visual
+        visual.patch_embed.register_forward_hook(lambda m, args, out, rows=rows: rows.append(
+            args[0].shape[0]))  # fmt: skip
+        item = _grounding_item(trainer)
+        torch.manual_seed(0)
+        rollout = trainer.rollout(item)  # outside `step`: a frozen tower is not memoised here
+        rollout.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+        loss, _ = trainer.group_loss(rollout, trainer._sizes([rollout]))
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.vlm.trainable_parameters() if p.grad is not None]
+        results.append((rollout.box_actions, float(loss.detach()), grads, len(rows)))
+    (boxes, loss, grads, passes), (plain_boxes, plain_loss, plain_grads, plain_passes) = results
+    assert (passes, plain_passes) == (1, 4)
+    assert torch.allclose(boxes, plain_boxes, atol=1e-6)
+    assert loss == pytest.approx(plain_loss, abs=1e-6)
+    assert len(grads) == len(plain_grads) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, plain_grads, strict=True))
+
+
 @pytest.mark.parametrize(("sigma", "steps"), [(0.0, 2), (0.1, 15)])
 def test_grpo_trains_the_box_head_only_with_a_box_policy(manifest, sft_final, tmp_path, sigma,
                                                          steps):  # fmt: skip
