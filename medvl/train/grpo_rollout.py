@@ -113,10 +113,11 @@ class GroupRollouts:
                     boxes = read_head_boxes(vlm, inputs, ids, stops, encoded.context, prefix)
         total, parts = self.score(texts, item, encoded.context, ids, mask, truncated.tolist(),
                                   boxes)  # fmt: skip
-        if cfg.beta == 0 and not bool((total != total[0]).any()):
-            prefix = None  # equal rewards and no KL: the loss skips this group, free its graph
-        return Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts, prefix=prefix,
-                       **drawn)  # fmt: skip
+        rollout = Rollout(inputs, ids, mask, truncated.cpu(), texts, total, parts, prefix=prefix,
+                          **drawn)  # fmt: skip
+        if cfg.beta == 0 and not has_spread(rollout):
+            rollout.prefix = None  # equal rewards and no KL: the loss skips this group
+        return rollout
 
     def _draw_boxes(
         self,

@@ -298,7 +298,9 @@ def _on_shared_prefix(
         )
     cache = DynamicCache(config=_vlm(model).config)
     for index, (keys, values) in enumerate(prefix.layer_states()):
-        cache.update(keys.repeat_interleave(rows, 0), values.repeat_interleave(rows, 0), index)
+        if rows > 1:
+            keys, values = keys.repeat_interleave(rows, 0), values.repeat_interleave(rows, 0)
+        cache.update(keys, values, index)  # copies: the prefix's own tensors stay as they are
     out = model(
         input_ids=tokens, attention_mask=mask, position_ids=position_ids, cache=cache,
         use_cache=True, output_hidden_states=hidden,

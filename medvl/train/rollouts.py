@@ -137,7 +137,7 @@ def _decode(
     allowed[:, :prompt_len] &= prefix.attention_mask.to(device).bool()
     masks = ready_mask(model, allowed[:, None, None, :])
     if masks is None:
-        full = allowed[-1].long()[None, :].expand(num_samples, -1)
+        masks = allowed[-1:].long().expand(max_new_tokens, -1)  # one full-length 2D row a step
     # The warpers in use (temperature, top-k, top-p) read only the scores, not the history.
     warpers = sampling_warpers(temperature, top_k, top_p) if do_sample else None
     stops = torch.tensor(list(stop_ids), device=device)
@@ -157,8 +157,7 @@ def _decode(
             break
         out = model(
             input_ids=next_ids[:, None],
-            attention_mask=full if masks is None else masks[step : step + 1].expand(
-                num_samples, -1, -1, -1),
+            attention_mask=masks[step : step + 1].expand(num_samples, *masks.shape[1:]),
             position_ids=_positions(prompt_len + step, 1, num_samples, prefix.rope_deltas,
                                     device),
             cache=cache,

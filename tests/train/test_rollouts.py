@@ -57,11 +57,18 @@ def test_greedy_and_seeded_sampling_match_generate(loaded, family, kind) -> None
     assert len({tuple(r) for r in got.tolist()}) > 1  # the samples do differ
 
 
-def test_greedy_matches_generate_under_eager_attention(loaded) -> None:
-    """Eager attention takes the decoding mask in additive form."""
+@pytest.mark.parametrize("layout", ["eager", "2d"])
+def test_greedy_matches_generate_under_other_attention(loaded, layout, monkeypatch) -> None:
+    """Eager attention takes the decoding mask in additive form; an implementation that takes
+    no 4D mask (flash attention, which needs a GPU) gets a full-length 2D mask."""
+    import medvl.train.rollouts as rollouts
+
     model, processor = loaded("qwen2_5_vl")
     inputs, pad = _inputs(processor, "image"), processor.tokenizer.pad_token_id
-    model.set_attn_implementation("eager")
+    if layout == "eager":
+        model.set_attn_implementation("eager")
+    else:
+        monkeypatch.setattr(rollouts, "ready_mask", lambda *args: None)
     try:
         with torch.no_grad():
             want = _generate(model, inputs, [pad], pad, do_sample=False, max_new_tokens=8)
